@@ -1,0 +1,71 @@
+//! Natter's settings and their defaults.
+//!
+//! They are read from the same Figment as Rocket's own (Rocket.toml, then
+//! `ROCKET_*` environment variables), so one file configures everything.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rocket::figment::value::magic::RelativePathBuf;
+use serde::{Deserialize, Serialize};
+
+/// Every setting Natter reads; missing keys take the defaults below.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The sled directory that holds everything.
+    pub data_dir: RelativePathBuf,
+    /// Seconds a long poll stays parked before answering "reconnect".
+    pub comet_timeout: u64,
+    /// Seconds without any request before a session is swept.
+    pub max_idle: u64,
+    /// Seconds between two idle sweeps.
+    pub check_idle_interval: u64,
+    /// Events kept per mailbox; older ones are dropped.
+    pub mailbox_capacity: u64,
+    /// Bytes of sled page cache.
+    pub cache_capacity: u64,
+    /// Directory served under /static/.
+    pub static_dir: RelativePathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("data").into(),
+            comet_timeout: 30,
+            max_idle: 160,
+            check_idle_interval: 60,
+            mailbox_capacity: 1000,
+            cache_capacity: 64 * 1024 * 1024,
+            static_dir: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/static"
+            ))
+            .into(),
+        }
+    }
+}
+
+impl Settings {
+    /// The data directory, resolved against Rocket.toml's folder when it
+    /// came from there.
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.relative()
+    }
+
+    /// How long a long poll may stay parked.
+    pub fn comet_timeout(&self) -> Duration {
+        Duration::from_secs(self.comet_timeout)
+    }
+
+    /// How long a session may stay idle.
+    pub fn max_idle(&self) -> Duration {
+        Duration::from_secs(self.max_idle)
+    }
+
+    /// How often the idle sweep runs (at least once a second).
+    pub fn check_idle_interval(&self) -> Duration {
+        Duration::from_secs(self.check_idle_interval.max(1))
+    }
+}

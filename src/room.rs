@@ -1,0 +1,531 @@
+//! The one shared room: who is in it, their nicknames, and what they say.
+//!
+//! The room keeps its roster in memory (rebuilt from the `clients` tree at
+//! start-up) and writes every change to the store before answering, so a
+//! restart keeps sessions, nicks and pending events. What changes on every
+//! request, the time of a session's last action, stays in memory only.
+//!
+//! A session ends in one of two ways. `leave` forgets it at once. When the
+//! server ends it (the idle sweep), the session keeps its mailbox with a
+//! final notice that says why: the next wait returns that notice and only
+//! then is the session forgotten, so the user learns what happened.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::event::{unix_ms, Event, EventKind};
+use crate::mailbox::{Delivery, Letter, PostOffice, Recipients, WaitOutcome};
+use crate::store::{
+    be_u64, decode, encode, head_key, ClientRecord, Ended, SessionId, Store,
+    StoredClient, CLIENTS,
+};
+
+/// Longest nick kept, in characters.
+pub const NICK_MAX_CHARS: usize = 16;
+/// Longest chat message kept, in characters.
+pub const MSG_MAX_CHARS: usize = 256;
+/// Longest leave reason kept, in characters.
+pub const REASON_MAX_CHARS: usize = 32;
+
+/// A fresh session: the token goes into the cookie, the id stays inside.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub session: SessionId,
+    /// 64 hex characters from the OS RNG; only its SHA-256 is stored.
+    pub token: String,
+    /// The nick as it was accepted (trimmed and cut).
+    pub nick: String,
+}
+
+/// What a wait answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitAnswer {
+    /// Events with id >= the asked id, oldest first.
+    Events(Delivery),
+    /// Nothing arrived in time, or the server is going down: ask again.
+    Reconnect,
+    /// The session does not exist (any more).
+    BadSession,
+    /// The asked id is beyond the mailbox: start over from /chat/start/.
+    Resync,
+}
+
+struct Client {
+    record: ClientRecord,
+    last_action: Instant,
+}
+
+#[derive(Default)]
+struct Roster {
+    clients: HashMap<SessionId, Client>,
+    by_token: HashMap<[u8; 32], SessionId>,
+    /// Lower-cased nicks of the sessions still in the room.
+    by_nick: HashMap<String, SessionId>,
+}
+
+/// The room, its members and their mailboxes.
+pub struct Room {
+    store: Arc<Store>,
+    office: PostOffice,
+    roster: Mutex<Roster>,
+    comet_timeout: Duration,
+    max_idle: Duration,
+}
+
+impl Room {
+    /// Opens the data directory and restores every session.
+    ///
+    /// Restored sessions get a full idle period from now.
+    pub fn open(settings: &Settings) -> Result<Arc<Room>> {
+        let path = settings.data_path();
+        let store = Arc::new(Store::open(&path, settings.cache_capacity)?);
+        let office = PostOffice::load(store.clone(), settings.mailbox_capacity)?;
+        let roster = load_roster(&store, &office)?;
+        Ok(Arc::new(Room {
+            store,
+            office,
+            roster: Mutex::new(roster),
+            comet_timeout: settings.comet_timeout(),
+            max_idle: settings.max_idle(),
+        }))
+    }
+
+    fn roster(&self) -> MutexGuard<'_, Roster> {
+        // Every roster change is a handful of map inserts and removes that
+        // cannot panic halfway, so a poisoned lock is still consistent.
+        self.roster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The post office, for code and tests that work on mailboxes.
+    pub fn post_office(&self) -> &PostOffice {
+        &self.office
+    }
+
+    /// The store, for backups and checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Joins the room under `nick` from `host`.
+    ///
+    /// The nick is trimmed and cut to 16 characters; it must be ASCII
+    /// letters and digits and not in use by anyone, ignoring case.
+    pub async fn join(&self, nick: &str, host: &str) -> Result<Joined> {
+        let nick = clean_nick(nick)?;
+        let session = self.store.new_session_id()?;
+        let token = new_token();
+        let record = ClientRecord {
+            nick: nick.clone(),
+            host: host.to_string(),
+            token_hash: hash_token(&token),
+            admin: false,
+            ended: None,
+        };
+
+        self.reserve(session, &record)?;
+        if let Err(e) = self.persist_new(session, &record).await {
+            self.forget(session);
+            let _ = self.office.delete(session).await;
+            return Err(e);
+        }
+
+        let joined = Event::now(EventKind::UserJoinedRoom { nick: nick.clone() });
+        self.office.broadcast(joined, &[session]).await?;
+        tracing::info!(%nick, %host, "joined");
+        Ok(Joined {
+            session,
+            token,
+            nick,
+        })
+    }
+
+    /// Claims the nick in memory so that two joins cannot both get it.
+    fn reserve(&self, session: SessionId, record: &ClientRecord) -> Result<()> {
+        let mut roster = self.roster();
+        let key = record.nick.to_ascii_lowercase();
+        if roster.by_nick.contains_key(&key) {
+            return Err(Error::NickTaken(record.nick.clone()));
+        }
+        roster.by_nick.insert(key, session);
+        roster.by_token.insert(record.token_hash, session);
+        roster.clients.insert(
+            session,
+            Client {
+                record: record.clone(),
+                last_action: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn persist_new(
+        &self,
+        session: SessionId,
+        record: &ClientRecord,
+    ) -> Result<()> {
+        let value = encode(&StoredClient::V1(record.clone()))?;
+        self.store.clients.insert(head_key(session), value)?;
+        self.office.create(session).await?;
+        Ok(())
+    }
+
+    /// Drops a session from the roster; returns its record if it had one.
+    fn forget(&self, session: SessionId) -> Option<ClientRecord> {
+        let mut roster = self.roster();
+        let client = roster.clients.remove(&session)?;
+        roster.by_token.remove(&client.record.token_hash);
+        let key = client.record.nick.to_ascii_lowercase();
+        if roster.by_nick.get(&key) == Some(&session) {
+            roster.by_nick.remove(&key);
+        }
+        Some(client.record)
+    }
+
+    /// The session a cookie token belongs to, if any (ended sessions
+    /// included, until their final notice was read).
+    pub fn session_for_token(&self, token: &str) -> Option<SessionId> {
+        self.roster().by_token.get(&hash_token(token)).copied()
+    }
+
+    /// Whether the session is in the room (not ended, not gone).
+    pub fn is_active(&self, session: SessionId) -> bool {
+        self.roster()
+            .clients
+            .get(&session)
+            .is_some_and(|c| c.record.ended.is_none())
+    }
+
+    /// The nick of a session in the room.
+    pub fn nick(&self, session: SessionId) -> Option<String> {
+        let roster = self.roster();
+        let client = roster.clients.get(&session)?;
+        client.record.ended.is_none().then(|| client.record.nick.clone())
+    }
+
+    /// Notes that a session did something, for the idle sweep.
+    fn touch(&self, session: SessionId) -> bool {
+        let mut roster = self.roster();
+        match roster.clients.get_mut(&session) {
+            Some(client) if client.record.ended.is_none() => {
+                client.last_action = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Leaves the room. Leaving twice, or with an unknown session, is
+    /// harmless. The others are told, with the reason cut to 32
+    /// characters, and parked polls of the session answer bad_session.
+    pub async fn leave(&self, session: SessionId, reason: &str) -> Result<()> {
+        let Some(record) = self.forget(session) else {
+            return Ok(());
+        };
+        self.store.clients.remove(head_key(session))?;
+        self.office.delete(session).await?;
+        if record.ended.is_none() {
+            let reason = cut(reason, REASON_MAX_CHARS);
+            tracing::info!(nick = %record.nick, %reason, "left");
+            let left = Event::now(EventKind::UserLeftRoom {
+                nick: record.nick,
+                reason,
+            });
+            self.office.broadcast(left, &[session]).await?;
+        }
+        Ok(())
+    }
+
+    /// Says something in the room: the others get chat_msg, the sender
+    /// sent_chat_msg. The text is cut to 256 characters; an empty (or
+    /// all-blank) message is ignored.
+    pub async fn chat_message(&self, session: SessionId, msg: &str) -> Result<()> {
+        if !self.touch(session) {
+            return Err(Error::BadSession);
+        }
+        if msg.trim().is_empty() {
+            return Ok(());
+        }
+        let nick = self.nick(session).ok_or(Error::BadSession)?;
+        let msg = cut(msg, MSG_MAX_CHARS);
+        let to_others = Event::now(EventKind::ChatMsg {
+            nick: nick.clone(),
+            msg: msg.clone(),
+        });
+        let to_sender = Event {
+            ts_ms: to_others.ts_ms,
+            kind: EventKind::SentChatMsg { nick, msg },
+        };
+        self.office
+            .post(vec![
+                Letter {
+                    to: Recipients::AllExcept(vec![session]),
+                    event: to_others,
+                },
+                Letter {
+                    to: Recipients::One(session),
+                    event: to_sender,
+                },
+            ])
+            .await
+    }
+
+    /// The nicks in the room, sorted ignoring case.
+    pub fn users(&self, session: SessionId) -> Result<Vec<String>> {
+        if !self.touch(session) {
+            return Err(Error::BadSession);
+        }
+        let roster = self.roster();
+        let mut nicks: Vec<String> = roster
+            .clients
+            .values()
+            .filter(|c| c.record.ended.is_none())
+            .map(|c| c.record.nick.clone())
+            .collect();
+        nicks.sort_by_key(|n| n.to_ascii_lowercase());
+        Ok(nicks)
+    }
+
+    /// The id the session's next event will get: where a client starts
+    /// waiting.
+    pub fn current_id(&self, session: SessionId) -> Result<u64> {
+        if !self.touch(session) {
+            return Err(Error::BadSession);
+        }
+        let mailbox = self.office.get(session).ok_or(Error::BadSession)?;
+        Ok(mailbox.visible_next())
+    }
+
+    /// Waits for events with id >= `msg_id` (see [`WaitAnswer`]).
+    ///
+    /// For a session the server ended, answers what is pending (the final
+    /// notice among it) without parking, then forgets the session.
+    pub async fn wait(&self, session: SessionId, msg_id: u64) -> Result<WaitAnswer> {
+        let ended = {
+            let roster = self.roster();
+            match roster.clients.get(&session) {
+                None => return Ok(WaitAnswer::BadSession),
+                Some(client) => client.record.ended.is_some(),
+            }
+        };
+        if ended {
+            return self.final_read(session, msg_id).await;
+        }
+
+        self.touch(session);
+        let outcome = self.office.wait(session, msg_id, self.comet_timeout).await;
+        self.touch(session);
+        Ok(match outcome? {
+            WaitOutcome::Delivered(delivery) => WaitAnswer::Events(delivery),
+            WaitOutcome::TimedOut | WaitOutcome::ShuttingDown => {
+                WaitAnswer::Reconnect
+            }
+            WaitOutcome::Closed => WaitAnswer::BadSession,
+            WaitOutcome::Resync => WaitAnswer::Resync,
+        })
+    }
+
+    /// The last read of an ended session: what is left, then it is gone.
+    async fn final_read(&self, session: SessionId, msg_id: u64) -> Result<WaitAnswer> {
+        let delivery = match self.office.get(session) {
+            Some(mailbox) if msg_id <= mailbox.visible_next() => {
+                self.office.read(&mailbox, msg_id)?
+            }
+            _ => Delivery::default(),
+        };
+        self.leave(session, "ended").await?;
+        if delivery.events.is_empty() {
+            Ok(WaitAnswer::BadSession)
+        } else {
+            Ok(WaitAnswer::Events(delivery))
+        }
+    }
+
+    /// Ends a session on the server's behalf: the others see it leave
+    /// with `reason`, and its own mailbox gets `notice` as the last event.
+    pub async fn end_session(
+        &self,
+        session: SessionId,
+        reason: &str,
+        notice: &str,
+    ) -> Result<bool> {
+        let reason = cut(reason, REASON_MAX_CHARS);
+        let Some(record) = self.mark_ended(session, &reason) else {
+            return Ok(false);
+        };
+        self.store
+            .clients
+            .insert(head_key(session), encode(&StoredClient::V1(record.clone()))?)?;
+        self.office.retire(session);
+
+        let left = Event::now(EventKind::UserLeftRoom {
+            nick: record.nick.clone(),
+            reason: reason.clone(),
+        });
+        let notice = Event::now(EventKind::SystemMsg {
+            text: notice.to_string(),
+        });
+        self.office
+            .post(vec![
+                Letter {
+                    to: Recipients::AllExcept(vec![session]),
+                    event: left,
+                },
+                Letter {
+                    to: Recipients::One(session),
+                    event: notice,
+                },
+            ])
+            .await?;
+        tracing::info!(nick = %record.nick, %reason, "session ended by the server");
+        Ok(true)
+    }
+
+    /// Marks an active session ended in memory and frees its nick.
+    fn mark_ended(&self, session: SessionId, reason: &str) -> Option<ClientRecord> {
+        let mut roster = self.roster();
+        let client = roster.clients.get_mut(&session)?;
+        if client.record.ended.is_some() {
+            return None;
+        }
+        client.record.ended = Some(Ended {
+            reason: reason.to_string(),
+            at_ms: unix_ms(),
+        });
+        let record = client.record.clone();
+        roster.by_nick.remove(&record.nick.to_ascii_lowercase());
+        Some(record)
+    }
+
+    /// Ends every session idle longer than max_idle (a session with a
+    /// parked poll is never idle) and forgets ended sessions whose notice
+    /// nobody read within max_idle. Returns how many sessions it ended.
+    pub async fn sweep_idle(&self) -> Result<usize> {
+        let (idle, expired) = self.find_idle();
+        for session in &expired {
+            self.leave(*session, "ended").await?;
+        }
+        let notice = format!(
+            "You were disconnected after {} seconds without activity (timeout).",
+            self.max_idle.as_secs()
+        );
+        let mut ended = 0;
+        for session in idle {
+            if self.end_session(session, "timeout", &notice).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    fn find_idle(&self) -> (Vec<SessionId>, Vec<SessionId>) {
+        let now_ms = unix_ms();
+        let max_idle_ms = self.max_idle.as_millis() as u64;
+        let roster = self.roster();
+        let mut idle = Vec::new();
+        let mut expired = Vec::new();
+        for (session, client) in &roster.clients {
+            match &client.record.ended {
+                Some(ended) if now_ms.saturating_sub(ended.at_ms) > max_idle_ms => {
+                    expired.push(*session)
+                }
+                Some(_) => {}
+                None => {
+                    let parked = self
+                        .office
+                        .get(*session)
+                        .is_some_and(|m| m.parked() > 0);
+                    if !parked && client.last_action.elapsed() > self.max_idle {
+                        idle.push(*session);
+                    }
+                }
+            }
+        }
+        (idle, expired)
+    }
+
+    /// Answers every parked poll with "reconnect" and refuses new writes;
+    /// the store is flushed when the room is dropped.
+    pub fn shut_down(&self) {
+        self.office.shut_down();
+    }
+}
+
+/// Rebuilds the roster from the `clients` tree and makes it agree with
+/// the mailboxes: a client without a mailbox (a join cut short) and a
+/// mailbox without a client (a leave cut short) are both removed.
+fn load_roster(store: &Store, office: &PostOffice) -> Result<Roster> {
+    let mut roster = Roster::default();
+    let now = Instant::now();
+    for item in store.clients.iter() {
+        let (key, value) = item?;
+        let StoredClient::V1(record) = decode(CLIENTS, &key, &value)?;
+        let session = be_u64(&key).ok_or_else(|| Error::Corrupt {
+            tree: CLIENTS,
+            key: crate::store::hex(&key),
+            cause: "key has the wrong length".into(),
+        })?;
+        let Some(_) = office.get(session) else {
+            tracing::warn!(nick = %record.nick, "dropping a session without a mailbox");
+            store.clients.remove(&key)?;
+            continue;
+        };
+        if record.ended.is_some() {
+            office.retire(session);
+        } else {
+            roster
+                .by_nick
+                .insert(record.nick.to_ascii_lowercase(), session);
+        }
+        roster.by_token.insert(record.token_hash, session);
+        roster.clients.insert(
+            session,
+            Client {
+                record,
+                last_action: now,
+            },
+        );
+    }
+    for session in office.sessions() {
+        if !roster.clients.contains_key(&session) {
+            tracing::warn!(session, "dropping a mailbox without a session");
+            office.discard(session)?;
+        }
+    }
+    Ok(roster)
+}
+
+/// Trims and cuts a nick and checks it is letters and digits.
+pub fn clean_nick(nick: &str) -> Result<String> {
+    let nick = cut(nick.trim(), NICK_MAX_CHARS);
+    if nick.is_empty() || !nick.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::InvalidNick);
+    }
+    Ok(nick)
+}
+
+/// The first `max` characters of `text` (characters, never bytes).
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// A new random session token: 32 bytes from the OS RNG, as hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    crate::store::hex(&bytes)
+}
+
+/// The SHA-256 of a token, which is all the server keeps of it.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}

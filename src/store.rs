@@ -1,0 +1,330 @@
+//! The only code that touches sled.
+//!
+//! One sled directory holds everything, in a few trees:
+//!
+//! - `mailboxes`: every session's events. The key `session` (8 bytes,
+//!   big-endian) holds that mailbox's head (its next event id), and the key
+//!   `session ++ event id` (16 bytes, big-endian) holds one event. Keeping
+//!   the head beside the events lets one sled batch add an event and move
+//!   the head atomically, and a range scan from `session ++ N` to
+//!   `session ++ u64::MAX` reads the events oldest first without ever
+//!   meeting a head.
+//! - `clients`: `session` -> the client record (nick, host, token hash).
+//!
+//! Values are bincode of versioned enums, so a later release can still read
+//! what this one wrote; keys are plain big-endian bytes.
+//!
+//! Durability is owned here too: [`Store::commit`] waits until one shared
+//! flusher thread has made everything written so far durable (group
+//! commit). sled 0.34 deadlocks when many tasks call `flush_async` at once,
+//! so no other code flushes.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+
+/// Tree of mailbox heads and events.
+pub const MAILBOXES: &str = "mailboxes";
+/// Tree of client records.
+pub const CLIENTS: &str = "clients";
+
+/// A session's id: unique for the life of the data directory.
+pub type SessionId = u64;
+
+/// Versioned form of a mailbox head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredHead {
+    V1 { next_id: u64 },
+}
+
+/// Versioned form of an event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredEvent {
+    V1(Event),
+}
+
+/// Versioned form of a client record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredClient {
+    V1(ClientRecord),
+}
+
+/// What survives a restart about one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// The nick as it was typed.
+    pub nick: String,
+    /// The address the session logged in from.
+    pub host: String,
+    /// SHA-256 of the cookie token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+    /// Whether the session holds administrator rights.
+    pub admin: bool,
+    /// Set once the session was ended by the server (idle sweep, kick,
+    /// ban): the record stays until its last poll has read why.
+    pub ended: Option<Ended>,
+}
+
+/// Why and when the server ended a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub reason: String,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+}
+
+/// The key of a mailbox head: the session id alone.
+pub fn head_key(session: SessionId) -> [u8; 8] {
+    session.to_be_bytes()
+}
+
+/// The key of one event: session id then event id, both big-endian, so
+/// keys sort by session and then by id.
+pub fn event_key(session: SessionId, id: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&session.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Encodes a value for storage.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(bincode::serialize(value)?)
+}
+
+/// Decodes a stored value, naming the tree and key on failure.
+pub fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|e| Error::Corrupt {
+        tree,
+        key: hex(key),
+        cause: e.to_string(),
+    })
+}
+
+/// Lower-case hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a big-endian u64 from the first 8 bytes of a key.
+pub fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// The open database and its trees.
+pub struct Store {
+    db: sled::Db,
+    /// Mailbox heads and events; see the module doc for the key layout.
+    pub mailboxes: sled::Tree,
+    /// Client records by session id.
+    pub clients: sled::Tree,
+    flusher: Flusher,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory.
+    ///
+    /// Fails with [`Error::Locked`] when another process has it open, and
+    /// with the storage error when the data cannot be read; it never falls
+    /// back to an empty database.
+    pub fn open(path: &Path, cache_capacity: u64) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.to_string().contains("could not acquire lock") =>
+                {
+                    Error::Locked(path.display().to_string())
+                }
+                _ => Error::Storage(e),
+            })?;
+
+        let mailboxes = db.open_tree(MAILBOXES)?;
+        let clients = db.open_tree(CLIENTS)?;
+        let flusher = Flusher::start(db.clone());
+        Ok(Store {
+            db,
+            mailboxes,
+            clients,
+            flusher,
+        })
+    }
+
+    /// A new session id, never handed out before in this directory.
+    ///
+    /// sled may skip ids after a crash; they are never reused.
+    pub fn new_session_id(&self) -> Result<SessionId> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Marks a write as done in memory and returns the ticket that
+    /// [`Store::wait_durable`] takes. Call it after the write was applied,
+    /// so that the flush that covers the ticket also covers the write.
+    pub fn note_write(&self) -> u64 {
+        self.flusher.note_write()
+    }
+
+    /// Waits until the write with this ticket is on disk.
+    pub async fn wait_durable(&self, ticket: u64) -> Result<()> {
+        self.flusher.wait_durable(ticket).await
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn commit(&self) -> Result<()> {
+        let ticket = self.note_write();
+        self.wait_durable(ticket).await
+    }
+
+    /// Flushes synchronously, for shutdown and tools.
+    pub fn flush_now(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes sled reports on disk, for growth checks.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.flusher.stop();
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// How far durability has got, as seen by waiting writers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durable {
+    /// Every ticket up to this one is on disk.
+    upto: u64,
+    /// The last flush failed; tickets above `upto` cannot be confirmed.
+    failed: bool,
+}
+
+struct FlushState {
+    /// The highest ticket handed out.
+    written: u64,
+    stop: bool,
+}
+
+/// One thread that flushes on behalf of every writer (group commit).
+///
+/// Writers take a ticket after applying their write and wait until the
+/// flusher reports a flush that started after the ticket was taken.
+struct Flusher {
+    state: Arc<(Mutex<FlushState>, Condvar)>,
+    durable: watch::Sender<Durable>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> Flusher {
+        let state = Arc::new((
+            Mutex::new(FlushState {
+                written: 0,
+                stop: false,
+            }),
+            Condvar::new(),
+        ));
+        let (durable, _) = watch::channel(Durable::default());
+        let thread_state = state.clone();
+        let thread_durable = durable.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-flusher".into())
+            .spawn(move || flush_loop(db, &thread_state, &thread_durable))
+            .expect("the OS refused to start the flusher thread");
+        Flusher {
+            state,
+            durable,
+            thread: Some(thread),
+        }
+    }
+
+    fn note_write(&self) -> u64 {
+        let (lock, wake) = &*self.state;
+        let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+        state.written += 1;
+        wake.notify_one();
+        state.written
+    }
+
+    async fn wait_durable(&self, ticket: u64) -> Result<()> {
+        let mut seen = self.durable.subscribe();
+        let result = seen
+            .wait_for(|d| d.upto >= ticket || d.failed)
+            .await
+            .map(|d| *d);
+        match result {
+            Ok(d) if d.upto >= ticket => Ok(()),
+            Ok(_) => Err(Error::Flush("see the log for the cause".into())),
+            Err(_) => Err(Error::ShuttingDown),
+        }
+    }
+
+    fn stop(&mut self) {
+        {
+            let (lock, wake) = &*self.state;
+            let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+            state.stop = true;
+            wake.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn flush_loop(
+    db: sled::Db,
+    state: &(Mutex<FlushState>, Condvar),
+    durable: &watch::Sender<Durable>,
+) {
+    let (lock, wake) = state;
+    let mut flushed = 0;
+    loop {
+        // Sleep until a writer took a ticket the last flush did not cover.
+        let target = {
+            let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while guard.written == flushed && !guard.stop {
+                guard = wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+            if guard.written == flushed {
+                return;
+            }
+            guard.written
+        };
+
+        // Everything applied before `target` was taken is covered now.
+        match db.flush() {
+            Ok(_) => {
+                flushed = target;
+                durable.send_replace(Durable {
+                    upto: target,
+                    failed: false,
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flush to disk failed");
+                durable.send_modify(|d| d.failed = true);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The long-poll JSON API under `/chat/`.
+//!
+//! Every answer is the envelope `{"status":"ok"|"error","response":...}`.
+//! A missing or dead session is HTTP 200 with `bad_session`, because the
+//! classic clients only read 2xx answers.
+
+use std::sync::Arc;
+
+use rocket::http::{CookieJar, Status};
+use rocket::response::{self, Responder};
+use rocket::serde::json::Json;
+use rocket::{Request, Route, State};
+use serde_json::{json, Value};
+
+use super::form::LossyForm;
+use super::guards::Caller;
+use super::SESSION_COOKIE;
+use crate::error::Error;
+use crate::mailbox::Delivery;
+use crate::room::{Room, WaitAnswer};
+
+/// The JSON envelope every `/chat/` answer uses.
+#[derive(Debug)]
+pub struct Envelope {
+    status: Status,
+    body: Value,
+}
+
+impl Envelope {
+    /// `{"status":"ok","response":<response>}` with HTTP 200.
+    pub fn ok(response: Value) -> Envelope {
+        Envelope {
+            status: Status::Ok,
+            body: json!({ "status": "ok", "response": response }),
+        }
+    }
+
+    /// `{"status":"error","response":"<code>"}` with the given status.
+    pub fn error(status: Status, code: &str) -> Envelope {
+        Envelope {
+            status,
+            body: json!({ "status": "error", "response": code }),
+        }
+    }
+
+    /// The answer for a call without a live session.
+    pub fn bad_session() -> Envelope {
+        Envelope::error(Status::Ok, "bad_session")
+    }
+
+    /// Events, with the gap marker when older ones were dropped.
+    fn events(delivery: Delivery) -> Envelope {
+        let events: Vec<Value> = delivery
+            .events
+            .iter()
+            .map(|(id, event)| event.to_json(*id))
+            .collect();
+        let mut envelope = Envelope::ok(Value::Array(events));
+        if let Some((from, to)) = delivery.gap {
+            envelope.body["gap"] = json!({ "from": from, "to": to });
+        }
+        envelope
+    }
+}
+
+impl From<Error> for Envelope {
+    fn from(error: Error) -> Envelope {
+        match error {
+            Error::BadSession => Envelope::bad_session(),
+            Error::ShuttingDown => {
+                Envelope::error(Status::ServiceUnavailable, "shutting_down")
+            }
+            other => {
+                tracing::error!(error = %other, "request failed");
+                Envelope::error(Status::ServiceUnavailable, "storage_error")
+            }
+        }
+    }
+}
+
+impl<'r> Responder<'r, 'static> for Envelope {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let mut response = Json(self.body).respond_to(req)?;
+        response.set_status(self.status);
+        Ok(response)
+    }
+}
+
+/// The routes of the API.
+pub fn routes() -> Vec<Route> {
+    routes![start, online, wait, send_msg, leave_get, leave_post]
+}
+
+/// The id to start waiting from.
+#[get("/chat/start")]
+fn start(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    match room.current_id(session) {
+        Ok(id) => Envelope::ok(json!(id)),
+        Err(e) => e.into(),
+    }
+}
+
+/// The nicks in the room.
+#[get("/chat/online")]
+fn online(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    match room.users(session) {
+        Ok(nicks) => Envelope::ok(json!(nicks)),
+        Err(e) => e.into(),
+    }
+}
+
+/// The long poll: events with id >= msg_id, as soon as there are any.
+#[get("/chat/wait?<msg_id>")]
+async fn wait(
+    room: &State<Arc<Room>>,
+    caller: Caller,
+    msg_id: Option<&str>,
+) -> Envelope {
+    let Some(msg_id) = msg_id.and_then(parse_msg_id) else {
+        return Envelope::error(Status::BadRequest, "bad_msg_id");
+    };
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    match room.wait(session, msg_id).await {
+        Ok(WaitAnswer::Events(delivery)) => Envelope::events(delivery),
+        Ok(WaitAnswer::Reconnect) => Envelope::ok(json!("reconnect")),
+        Ok(WaitAnswer::BadSession) => Envelope::bad_session(),
+        Ok(WaitAnswer::Resync) => Envelope::error(Status::Ok, "resync"),
+        Err(e) => e.into(),
+    }
+}
+
+/// A non-negative integer that fits a u64, digits only (no sign, no
+/// spaces).
+fn parse_msg_id(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Says something in the room.
+#[post("/chat/send_msg", data = "<form>")]
+async fn send_msg(
+    room: &State<Arc<Room>>,
+    caller: Caller,
+    form: LossyForm,
+) -> Envelope {
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    let Some(msg) = form.get("msg") else {
+        return Envelope::error(Status::BadRequest, "missing_msg");
+    };
+    match room.chat_message(session, msg).await {
+        Ok(()) => Envelope::ok(json!("")),
+        Err(e) => e.into(),
+    }
+}
+
+/// Leaves the room with reason "normal" and drops the cookie.
+#[get("/chat/leave")]
+async fn leave_get(
+    room: &State<Arc<Room>>,
+    caller: Caller,
+    cookies: &CookieJar<'_>,
+) -> Envelope {
+    leave(room, caller, cookies).await
+}
+
+/// Same as the GET form, for clients that post.
+#[post("/chat/leave")]
+async fn leave_post(
+    room: &State<Arc<Room>>,
+    caller: Caller,
+    cookies: &CookieJar<'_>,
+) -> Envelope {
+    leave(room, caller, cookies).await
+}
+
+async fn leave(room: &Room, caller: Caller, cookies: &CookieJar<'_>) -> Envelope {
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    cookies.remove(SESSION_COOKIE);
+    match room.leave(session, "normal").await {
+        Ok(()) => Envelope::ok(json!("")),
+        Err(e) => e.into(),
+    }
+}
