@@ -20,15 +20,32 @@ pub struct Event {
 /// The kinds of event the room produces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    UserJoinedRoom { nick: String },
-    UserLeftRoom { nick: String, reason: String },
+    UserJoinedRoom {
+        nick: String,
+    },
+    UserLeftRoom {
+        nick: String,
+        reason: String,
+    },
     /// A message from someone else.
-    ChatMsg { nick: String, msg: String },
+    ChatMsg {
+        nick: String,
+        msg: String,
+    },
     /// The sender's own message, echoed back to them.
-    SentChatMsg { nick: String, msg: String },
-    SystemMsg { text: String },
-    AdminLoggedIn { nick: String },
-    AdminLoggedOut { nick: String },
+    SentChatMsg {
+        nick: String,
+        msg: String,
+    },
+    SystemMsg {
+        text: String,
+    },
+    AdminLoggedIn {
+        nick: String,
+    },
+    AdminLoggedOut {
+        nick: String,
+    },
 }
 
 impl Event {

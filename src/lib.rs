@@ -40,7 +40,8 @@ use crate::error::{Error, Result};
 use crate::room::Room;
 
 /// Where the page templates live unless `template_dir` says otherwise.
-const DEFAULT_TEMPLATE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+const DEFAULT_TEMPLATE_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
 
 /// The configuration Natter reads by default: Rocket.toml, then the
 /// `ROCKET_*` environment.
@@ -50,9 +51,7 @@ pub fn figment() -> Figment {
 
 /// Natter's own settings out of a Figment.
 pub fn settings(figment: &Figment) -> Result<Settings> {
-    figment
-        .extract()
-        .map_err(|e| Error::Config(e.to_string()))
+    figment.extract().map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Opens the data directory and builds the server from `figment`.
@@ -62,12 +61,25 @@ pub fn settings(figment: &Figment) -> Result<Settings> {
 pub fn rocket(figment: Figment) -> Result<Rocket<Build>> {
     let figment = figment.join(("template_dir", DEFAULT_TEMPLATE_DIR));
     let settings = settings(&figment)?;
+    tracing::info!(
+        data_dir = %settings.data_path().display(),
+        comet_timeout = settings.comet_timeout,
+        max_idle = settings.max_idle,
+        check_idle_interval = settings.check_idle_interval,
+        mailbox_capacity = settings.mailbox_capacity,
+        cache_capacity = settings.cache_capacity,
+        "natter settings"
+    );
     let room = Room::open(&settings)?;
     Ok(build(figment, &settings, room))
 }
 
 /// Builds the server around a room that is already open.
-pub fn build(figment: Figment, settings: &Settings, room: Arc<Room>) -> Rocket<Build> {
+pub fn build(
+    figment: Figment,
+    settings: &Settings,
+    room: Arc<Room>,
+) -> Rocket<Build> {
     let interval = settings.check_idle_interval();
     rocket::custom(figment)
         .manage(room.clone())

@@ -4,6 +4,8 @@
 //! The level comes from `RUST_LOG` (default `info`). Rocket's logger is
 //! not installed because ours is set first.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; a second call does nothing.
@@ -13,5 +15,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::{
-    be_u64, decode, encode, event_key, head_key, SessionId, Store,
-    StoredEvent, StoredHead, MAILBOXES,
+    be_u64, decode, encode, event_key, head_key, SessionId, Store, StoredEvent,
+    StoredHead, MAILBOXES,
 };
 
 /// One session's mailbox as kept in memory.
@@ -71,6 +71,9 @@ impl Mailbox {
         self.parked.load(Ordering::Relaxed)
     }
 }
+
+/// Mailboxes a post wrote to, each with its new next id.
+type Touched = Vec<(Arc<Mailbox>, u64)>;
 
 /// Who a letter goes to.
 #[derive(Debug, Clone)]
@@ -131,7 +134,8 @@ impl PostOffice {
         let mut boxes = HashMap::new();
         let mut cursor = Some(0u64);
         while let Some(from) = cursor {
-            let Some((key, value)) = tree.range(head_key(from)..).next().transpose()?
+            let Some((key, value)) =
+                tree.range(head_key(from)..).next().transpose()?
             else {
                 break;
             };
@@ -139,13 +143,19 @@ impl PostOffice {
             cursor = session.checked_add(1);
             if key.len() != 8 {
                 // Events without a head: left by an interrupted delete.
-                tracing::warn!(session, "removing events of a headless mailbox");
+                tracing::warn!(
+                    session,
+                    "removing events of a headless mailbox"
+                );
                 remove_events(tree, session)?;
                 continue;
             }
             let StoredHead::V1 { next_id } = decode(MAILBOXES, &key, &value)?;
             let oldest = first_event_id(tree, session)?.unwrap_or(next_id);
-            boxes.insert(session, Arc::new(Mailbox::new(session, next_id, oldest)));
+            boxes.insert(
+                session,
+                Arc::new(Mailbox::new(session, next_id, oldest)),
+            );
         }
         Ok(PostOffice {
             store,
@@ -278,7 +288,7 @@ impl PostOffice {
         &self,
         letters: &[Letter],
         encoded: &[IVec],
-    ) -> Result<Option<(u64, Vec<(Arc<Mailbox>, u64)>)>> {
+    ) -> Result<Option<(u64, Touched)>> {
         let boxes = self.boxes();
         let mut plan: Vec<(Arc<Mailbox>, u64, u64)> = Vec::new();
         let mut slot: HashMap<SessionId, usize> = HashMap::new();
@@ -410,7 +420,10 @@ fn recipients<'a>(
 }
 
 /// The id of the oldest event kept for a session.
-fn first_event_id(tree: &sled::Tree, session: SessionId) -> Result<Option<u64>> {
+fn first_event_id(
+    tree: &sled::Tree,
+    session: SessionId,
+) -> Result<Option<u64>> {
     let range = event_key(session, 0)..=event_key(session, u64::MAX);
     match tree.range(range).keys().next().transpose()? {
         Some(key) => Ok(Some(be_u64(&key[8..]).ok_or_else(|| corrupt(&key))?)),

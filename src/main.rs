@@ -36,16 +36,12 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("natter: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(rocket.launch()) {
+
+    // Rocket's own runtime, sized by its `workers` setting.
+    match rocket::execute(rocket.launch()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("server failed: {e}");
             eprintln!("natter: {e}");
             ExitCode::FAILURE
         }

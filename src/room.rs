@@ -86,7 +86,8 @@ impl Room {
     pub fn open(settings: &Settings) -> Result<Arc<Room>> {
         let path = settings.data_path();
         let store = Arc::new(Store::open(&path, settings.cache_capacity)?);
-        let office = PostOffice::load(store.clone(), settings.mailbox_capacity)?;
+        let office =
+            PostOffice::load(store.clone(), settings.mailbox_capacity)?;
         let roster = load_roster(&store, &office)?;
         Ok(Arc::new(Room {
             store,
@@ -136,7 +137,8 @@ impl Room {
             return Err(e);
         }
 
-        let joined = Event::now(EventKind::UserJoinedRoom { nick: nick.clone() });
+        let joined =
+            Event::now(EventKind::UserJoinedRoom { nick: nick.clone() });
         self.office.broadcast(joined, &[session]).await?;
         tracing::info!(%nick, %host, "joined");
         Ok(Joined {
@@ -206,7 +208,11 @@ impl Room {
     pub fn nick(&self, session: SessionId) -> Option<String> {
         let roster = self.roster();
         let client = roster.clients.get(&session)?;
-        client.record.ended.is_none().then(|| client.record.nick.clone())
+        client
+            .record
+            .ended
+            .is_none()
+            .then(|| client.record.nick.clone())
     }
 
     /// Notes that a session did something, for the idle sweep.
@@ -245,7 +251,11 @@ impl Room {
     /// Says something in the room: the others get chat_msg, the sender
     /// sent_chat_msg. The text is cut to 256 characters; an empty (or
     /// all-blank) message is ignored.
-    pub async fn chat_message(&self, session: SessionId, msg: &str) -> Result<()> {
+    pub async fn chat_message(
+        &self,
+        session: SessionId,
+        msg: &str,
+    ) -> Result<()> {
         if !self.touch(session) {
             return Err(Error::BadSession);
         }
@@ -306,7 +316,11 @@ impl Room {
     ///
     /// For a session the server ended, answers what is pending (the final
     /// notice among it) without parking, then forgets the session.
-    pub async fn wait(&self, session: SessionId, msg_id: u64) -> Result<WaitAnswer> {
+    pub async fn wait(
+        &self,
+        session: SessionId,
+        msg_id: u64,
+    ) -> Result<WaitAnswer> {
         let ended = {
             let roster = self.roster();
             match roster.clients.get(&session) {
@@ -319,7 +333,8 @@ impl Room {
         }
 
         self.touch(session);
-        let outcome = self.office.wait(session, msg_id, self.comet_timeout).await;
+        let outcome =
+            self.office.wait(session, msg_id, self.comet_timeout).await;
         self.touch(session);
         Ok(match outcome? {
             WaitOutcome::Delivered(delivery) => WaitAnswer::Events(delivery),
@@ -332,7 +347,11 @@ impl Room {
     }
 
     /// The last read of an ended session: what is left, then it is gone.
-    async fn final_read(&self, session: SessionId, msg_id: u64) -> Result<WaitAnswer> {
+    async fn final_read(
+        &self,
+        session: SessionId,
+        msg_id: u64,
+    ) -> Result<WaitAnswer> {
         let delivery = match self.office.get(session) {
             Some(mailbox) if msg_id <= mailbox.visible_next() => {
                 self.office.read(&mailbox, msg_id)?
@@ -359,9 +378,10 @@ impl Room {
         let Some(record) = self.mark_ended(session, &reason) else {
             return Ok(false);
         };
-        self.store
-            .clients
-            .insert(head_key(session), encode(&StoredClient::V1(record.clone()))?)?;
+        self.store.clients.insert(
+            head_key(session),
+            encode(&StoredClient::V1(record.clone()))?,
+        )?;
         self.office.retire(session);
 
         let left = Event::now(EventKind::UserLeftRoom {
@@ -388,7 +408,11 @@ impl Room {
     }
 
     /// Marks an active session ended in memory and frees its nick.
-    fn mark_ended(&self, session: SessionId, reason: &str) -> Option<ClientRecord> {
+    fn mark_ended(
+        &self,
+        session: SessionId,
+        reason: &str,
+    ) -> Option<ClientRecord> {
         let mut roster = self.roster();
         let client = roster.clients.get_mut(&session)?;
         if client.record.ended.is_some() {
@@ -432,7 +456,9 @@ impl Room {
         let mut expired = Vec::new();
         for (session, client) in &roster.clients {
             match &client.record.ended {
-                Some(ended) if now_ms.saturating_sub(ended.at_ms) > max_idle_ms => {
+                Some(ended)
+                    if now_ms.saturating_sub(ended.at_ms) > max_idle_ms =>
+                {
                     expired.push(*session)
                 }
                 Some(_) => {}

@@ -41,7 +41,10 @@ async fn a_listener_gets_a_mailbox_message() {
     let waiter = {
         let room = room.clone();
         tokio::spawn(async move {
-            office(&room).wait(1, 0, Duration::from_secs(5)).await.unwrap()
+            office(&room)
+                .wait(1, 0, Duration::from_secs(5))
+                .await
+                .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -85,7 +88,10 @@ async fn send_and_broadcast_reach_their_listeners() {
     for id in 1..=3 {
         office(&room).create(id).await.unwrap();
     }
-    office(&room).broadcast(system("all but 2"), &[2]).await.unwrap();
+    office(&room)
+        .broadcast(system("all but 2"), &[2])
+        .await
+        .unwrap();
     office(&room).send(2, system("only 2")).await.unwrap();
 
     let read = |id| {
@@ -115,7 +121,10 @@ async fn a_send_racing_the_park_is_never_missed() {
         if round % 3 == 0 {
             tokio::task::yield_now().await;
         }
-        office(&room).send(1, system(&round.to_string())).await.unwrap();
+        office(&room)
+            .send(1, system(&round.to_string()))
+            .await
+            .unwrap();
         let outcome = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .unwrap_or_else(|_| panic!("round {round}: the wake-up was lost"))
@@ -133,7 +142,10 @@ async fn two_polls_of_one_mailbox_both_wake() {
     let spawn_wait = || {
         let room = room.clone();
         tokio::spawn(async move {
-            office(&room).wait(1, 0, Duration::from_secs(5)).await.unwrap()
+            office(&room)
+                .wait(1, 0, Duration::from_secs(5))
+                .await
+                .unwrap()
         })
     };
     let (first, second) = (spawn_wait(), spawn_wait());
@@ -166,7 +178,10 @@ async fn deleting_a_mailbox_ends_its_parked_polls() {
     let waiter = {
         let room = room.clone();
         tokio::spawn(async move {
-            office(&room).wait(1, 0, Duration::from_secs(10)).await.unwrap()
+            office(&room)
+                .wait(1, 0, Duration::from_secs(10))
+                .await
+                .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;

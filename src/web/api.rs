@@ -185,7 +185,11 @@ async fn leave_post(
     leave(room, caller, cookies).await
 }
 
-async fn leave(room: &Room, caller: Caller, cookies: &CookieJar<'_>) -> Envelope {
+async fn leave(
+    room: &Room,
+    caller: Caller,
+    cookies: &CookieJar<'_>,
+) -> Envelope {
     let Caller(Some(session)) = caller else {
         return Envelope::bad_session();
     };

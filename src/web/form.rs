@@ -34,7 +34,10 @@ pub enum FormError {
 impl<'r> FromData<'r> for LossyForm {
     type Error = FormError;
 
-    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> Outcome<'r, Self> {
+    async fn from_data(
+        req: &'r Request<'_>,
+        data: Data<'r>,
+    ) -> Outcome<'r, Self> {
         let limit = req.limits().get("form").unwrap_or(32.kibibytes());
         match data.open(limit).into_bytes().await {
             Ok(bytes) if bytes.is_complete() => {
@@ -43,7 +46,9 @@ impl<'r> FromData<'r> for LossyForm {
                     .collect();
                 Outcome::Success(LossyForm(fields))
             }
-            Ok(_) => Outcome::Error((Status::PayloadTooLarge, FormError::TooLarge)),
+            Ok(_) => {
+                Outcome::Error((Status::PayloadTooLarge, FormError::TooLarge))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read a form body");
                 Outcome::Error((Status::BadRequest, FormError::Io(e)))

@@ -2,6 +2,8 @@
 //! temporary data directory, so tests run in parallel and in any order.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +94,11 @@ pub async fn login(client: &Client, nick: &str) -> String {
 }
 
 /// GETs an API path with a session cookie and parses the envelope.
-pub async fn get_json(client: &Client, path: &str, token: &str) -> (Status, Value) {
+pub async fn get_json(
+    client: &Client,
+    path: &str,
+    token: &str,
+) -> (Status, Value) {
     let res = client
         .get(path.to_string())
         .cookie(Cookie::new("chat_sess", token.to_string()))
@@ -129,7 +135,8 @@ pub async fn post_form(
 /// Sends a chat message through the API and checks it was accepted.
 pub async fn say(client: &Client, token: &str, msg: &str) {
     let body = format!("msg={}", urlencode(msg));
-    let (status, json) = post_form(client, "/chat/send_msg/", token, body).await;
+    let (status, json) =
+        post_form(client, "/chat/send_msg/", token, body).await;
     assert_eq!(status, Status::Ok);
     assert_eq!(json["status"], "ok", "send failed: {json}");
 }

@@ -1,0 +1,216 @@
+//! Runs the real `natter` binary (the one Cargo builds for the tests) on a
+//! temporary data directory, and talks to it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Everything it printed, line by line, as it arrives.
+    pub log: mpsc::Receiver<String>,
+}
+
+/// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
+/// until it listens.
+pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ROCKET_DATA_DIR", dir)
+        .env("ROCKET_PORT", "0")
+        .env("ROCKET_ADDRESS", "127.0.0.1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("the natter binary starts");
+
+    let (lines, log) = mpsc::channel();
+    forward_lines(child.stdout.take().unwrap(), lines.clone());
+    forward_lines(child.stderr.take().unwrap(), lines);
+
+    let port = wait_for_port(&log, &mut child);
+    Server { child, port, log }
+}
+
+fn forward_lines(
+    stream: impl std::io::Read + Send + 'static,
+    lines: mpsc::Sender<String>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Reads the log until Rocket says where it launched.
+fn wait_for_port(log: &mpsc::Receiver<String>, child: &mut Child) -> u16 {
+    let mut seen = Vec::new();
+    loop {
+        match log.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                if let Some(rest) = line.split("launched from http://").nth(1) {
+                    let port = rest.trim().rsplit(':').next().unwrap();
+                    return port.parse().expect("a port number");
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let status = child.try_wait().ok().flatten();
+                panic!(
+                    "the server did not start (exit: {status:?}); it said:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+impl Server {
+    /// The base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took.
+    pub fn terminate(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        signal(&self.child, "TERM");
+        let status = self.child.wait().expect("wait for the server");
+        assert!(status.success(), "the server exited with {status}");
+        started.elapsed()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// A browserless client of one session.
+pub struct Session {
+    agent: ureq::Agent,
+    base: String,
+    /// The session cookie's value.
+    pub token: String,
+}
+
+impl Session {
+    /// Logs in as `nick`.
+    pub fn login(server: &Server, nick: &str) -> Session {
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(60))
+            .build();
+        let res = agent
+            .post(&server.url("/login/"))
+            .send_form(&[("nick", nick)])
+            .expect("login answers");
+        assert_eq!(res.status(), 303, "login of {nick}");
+        let cookie = res.header("set-cookie").expect("a session cookie");
+        let token = cookie
+            .split(';')
+            .next()
+            .and_then(|c| c.strip_prefix("chat_sess="))
+            .expect("the chat_sess cookie")
+            .to_string();
+        Session {
+            agent,
+            base: server.url(""),
+            token,
+        }
+    }
+
+    /// The same session against another (restarted) server.
+    pub fn on(&self, server: &Server) -> Session {
+        Session {
+            agent: self.agent.clone(),
+            base: server.url(""),
+            token: self.token.clone(),
+        }
+    }
+
+    /// GETs an API path and returns the envelope.
+    pub fn get(&self, path: &str) -> Result<Value, Box<ureq::Error>> {
+        let res = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .call()
+            .map_err(Box::new)?;
+        Ok(res.into_json().expect("a JSON envelope"))
+    }
+
+    /// POSTs a form to an API path and returns the envelope.
+    pub fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Value, Box<ureq::Error>> {
+        let res = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .send_form(form)
+            .map_err(Box::new)?;
+        Ok(res.into_json().expect("a JSON envelope"))
+    }
+
+    /// Sends a chat line and checks it was acknowledged.
+    pub fn say(&self, msg: &str) {
+        let reply = self.post("/chat/send_msg/", &[("msg", msg)]).unwrap();
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
+
+    /// The next message id.
+    pub fn start(&self) -> u64 {
+        let reply = self.get("/chat/start/").unwrap();
+        reply["response"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{reply}"))
+    }
+
+    /// One long poll from `from`.
+    pub fn wait(&self, from: u64) -> Value {
+        self.get(&format!("/chat/wait/?msg_id={from}")).unwrap()
+    }
+}
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("data");
+    (dir, path)
+}
