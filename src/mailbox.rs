@@ -192,6 +192,7 @@ impl PostOffice {
                 return Err(Error::MailboxExists(session));
             }
             let head = encode(&StoredHead::V1 { next_id: 0 })?;
+            let _writing = self.store.writing();
             self.store.mailboxes.insert(head_key(session), head)?;
             let mailbox = Arc::new(Mailbox::new(session, 0, 0));
             boxes.insert(session, mailbox.clone());
@@ -221,6 +222,7 @@ impl PostOffice {
 
         // No post can reach this session any more, so the range is stable.
         let tree = &self.store.mailboxes;
+        let _writing = self.store.writing();
         tree.remove(head_key(session))?;
         remove_events(tree, session)
     }
@@ -319,7 +321,10 @@ impl PostOffice {
             let head = encode(&StoredHead::V1 { next_id: *next })?;
             batch.insert(&head_key(mailbox.session), head);
         }
-        self.store.mailboxes.apply_batch(batch)?;
+        {
+            let _writing = self.store.writing();
+            self.store.mailboxes.apply_batch(batch)?;
+        }
 
         // Only now, with the batch applied, do the new ids count.
         for (mailbox, next, oldest) in &plan {

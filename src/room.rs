@@ -173,7 +173,10 @@ impl Room {
         record: &ClientRecord,
     ) -> Result<()> {
         let value = encode(&StoredClient::V1(record.clone()))?;
-        self.store.clients.insert(head_key(session), value)?;
+        {
+            let _writing = self.store.writing();
+            self.store.clients.insert(head_key(session), value)?;
+        }
         self.office.create(session).await?;
         Ok(())
     }
@@ -234,7 +237,10 @@ impl Room {
         let Some(record) = self.forget(session) else {
             return Ok(());
         };
-        self.store.clients.remove(head_key(session))?;
+        {
+            let _writing = self.store.writing();
+            self.store.clients.remove(head_key(session))?;
+        }
         self.office.delete(session).await?;
         if record.ended.is_none() {
             let reason = cut(reason, REASON_MAX_CHARS);
@@ -378,10 +384,11 @@ impl Room {
         let Some(record) = self.mark_ended(session, &reason) else {
             return Ok(false);
         };
-        self.store.clients.insert(
-            head_key(session),
-            encode(&StoredClient::V1(record.clone()))?,
-        )?;
+        let value = encode(&StoredClient::V1(record.clone()))?;
+        {
+            let _writing = self.store.writing();
+            self.store.clients.insert(head_key(session), value)?;
+        }
         self.office.retire(session);
 
         let left = Event::now(EventKind::UserLeftRoom {

@@ -20,7 +20,9 @@
 //! so no other code flushes.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{
+    Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread::JoinHandle;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -128,6 +130,9 @@ pub struct Store {
     pub mailboxes: sled::Tree,
     /// Client records by session id.
     pub clients: sled::Tree,
+    /// Held shared by every write and exclusively by a backup, so a backup
+    /// never copies a write half done (sled 0.34 has no snapshots).
+    write_gate: RwLock<()>,
     flusher: Flusher,
 }
 
@@ -159,8 +164,23 @@ impl Store {
             db,
             mailboxes,
             clients,
+            write_gate: RwLock::new(()),
             flusher,
         })
+    }
+
+    /// Hold this while writing to any tree. Writes under one guard are
+    /// seen by a backup either all or not at all. Never hold it across an
+    /// `.await`: a backup waits for every guard to drop.
+    pub fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        // The guard protects no data, so a poisoned lock is still usable.
+        self.write_gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops every writer until the guard is dropped, for a consistent
+    /// copy of all trees.
+    pub fn pause_writes(&self) -> RwLockWriteGuard<'_, ()> {
+        self.write_gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new session id, never handed out before in this directory.
