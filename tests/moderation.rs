@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::process::{self, Session};
 use natter::config::Settings;
 use natter::error::Error;
 use natter::event::EventKind;
@@ -1063,5 +1064,48 @@ async fn ended_tokens_stay_dead_after_a_restart() {
             assert_dead(&client, token, &ann).await;
         }
         client.terminate().await;
+    }
+}
+
+/// A public_origin that is not an origin is refused at start-up.
+#[rocket::async_test]
+async fn a_malformed_public_origin_is_refused() {
+    let dir = TempDir::new().unwrap();
+    for bad in ["chat.example.org", "https://", "null"] {
+        let figment =
+            common::figment(dir.path(), &[("public_origin", json!(bad))]);
+        assert!(
+            matches!(natter::rocket(figment), Err(Error::Config(_))),
+            "{bad}"
+        );
+    }
+}
+
+/// The real binary logs neither the admin password nor its digest (nor a
+/// wrong guess), while it does log its settings and the refusal.
+#[test]
+fn the_admin_password_and_its_digest_are_never_logged() {
+    let (_keep, dir) = process::data_dir();
+    let digest = digest_hex();
+    let env = [("ROCKET_ADMIN_PASSWORD_SHA256", digest.as_str())];
+    let server = process::start(&dir, &env);
+    let ann = Session::login(&server, "Ann");
+    ann.say("/auth wrong-guess");
+    ann.say(&format!("/auth \"{PASSWORD}\""));
+    let events = ann.wait(0);
+    let texts = events["response"].to_string();
+    assert_words(&texts, &["wrong password", "authenticated"]);
+
+    // What it printed: at start-up, and since (give the pipe a moment).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut lines = server.startup.clone();
+    lines.extend(server.log.try_iter());
+    server.terminate();
+    assert!(lines.iter().any(|l| l.contains("natter settings")));
+    assert!(lines.iter().any(|l| l.contains("wrong admin password")));
+    for line in &lines {
+        for secret in [digest.as_str(), PASSWORD, "wrong-guess"] {
+            assert!(!line.contains(secret), "{secret:?} logged: {line}");
+        }
     }
 }

@@ -80,15 +80,7 @@ struct Member {
 impl Room {
     /// Refuses a login from a banned host, with the time remaining.
     pub(super) fn check_ban(&self, host: &str) -> Result<()> {
-        match self.active_ban(host)? {
-            Some(ban) => Err(Error::Banned {
-                remaining_secs: ban
-                    .until_ms
-                    .saturating_sub(unix_ms())
-                    .div_ceil(1000),
-            }),
-            None => Ok(()),
-        }
+        refuse_banned(self.active_ban(host)?)
     }
 
     /// The ban of `host` if it still holds; an expired one is removed.
@@ -154,7 +146,9 @@ impl Room {
         host: &str,
     ) -> Result<()> {
         let mut roster = self.roster();
-        self.check_ban(host)?;
+        // Only a read here: no store write under the roster lock.
+        let ban = self.store.ban(host)?.filter(|b| b.until_ms > unix_ms());
+        refuse_banned(ban)?;
         if let Some(client) = roster.clients.get_mut(&session) {
             client.joined = true;
         }
@@ -524,6 +518,19 @@ impl Room {
             format!("No ban on {host}: not found.")
         };
         self.tell(caller.session, text).await
+    }
+}
+
+/// [`Error::Banned`] with the time remaining when there is a ban.
+fn refuse_banned(ban: Option<BanRecord>) -> Result<()> {
+    match ban {
+        Some(ban) => Err(Error::Banned {
+            remaining_secs: ban
+                .until_ms
+                .saturating_sub(unix_ms())
+                .div_ceil(1000),
+        }),
+        None => Ok(()),
     }
 }
 
