@@ -29,7 +29,7 @@ pub struct Settings {
     pub static_dir: RelativePathBuf,
     /// SHA-256 of the admin password as 64 hex digits; unset means nobody
     /// can become an administrator. Never logged.
-    pub admin_password_sha256: Option<String>,
+    pub admin_password_sha256: Option<Secret>,
     /// Chat messages one session may send per `rate_limit_window`; 0
     /// turns the limit off.
     pub rate_limit_messages: u32,
@@ -43,6 +43,24 @@ pub struct Settings {
     /// The origin browsers see, such as `https://chat.example.org`; when
     /// unset, a request's own Host header is its origin.
     pub public_origin: Option<String>,
+}
+
+/// A configured secret: read and written as a plain string, but shown as
+/// `<redacted>` by `Debug`, so printing the settings never leaks it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
 }
 
 impl Default for Settings {

@@ -49,7 +49,9 @@ impl Moderation {
     /// Reads the settings; a malformed admin digest is a config error.
     pub(super) fn new(settings: &Settings) -> Result<Moderation> {
         let digest = match &settings.admin_password_sha256 {
-            Some(hex) if !hex.trim().is_empty() => Some(parse_digest(hex)?),
+            Some(hex) if !hex.0.trim().is_empty() => {
+                Some(parse_digest(&hex.0)?)
+            }
             _ => None,
         };
         Ok(Moderation {
@@ -293,7 +295,8 @@ impl Room {
                 throttles.sessions.fail(&session, now);
                 throttles.hosts.fail(&host, now);
             }
-            tracing::warn!(nick = %caller.record.nick, %host, "wrong admin password");
+            let nick = &caller.record.nick;
+            tracing::warn!(%nick, %host, "wrong admin password");
             return self.tell(session, "Wrong password.".into()).await;
         }
         {

@@ -61,7 +61,7 @@ async fn login(
         Ok(joined) => {
             if let Caller(Some(previous)) = caller {
                 if let Err(e) = room.leave(previous, "normal").await {
-                    tracing::error!(error = %e, "could not end the old session");
+                    tracing::error!(error = %e, "could not end a session");
                 }
             }
             let mut cookie = Cookie::build((SESSION_COOKIE, joined.token))
