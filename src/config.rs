@@ -27,6 +27,40 @@ pub struct Settings {
     pub cache_capacity: u64,
     /// Directory served under /static/.
     pub static_dir: RelativePathBuf,
+    /// SHA-256 of the admin password as 64 hex digits; unset means nobody
+    /// can become an administrator. Never logged.
+    pub admin_password_sha256: Option<Secret>,
+    /// Chat messages one session may send per `rate_limit_window`; 0
+    /// turns the limit off.
+    pub rate_limit_messages: u32,
+    /// Seconds of the rate limit's sliding window.
+    pub rate_limit_window: u64,
+    /// Live sessions one host may hold at once; 0 turns the cap off.
+    pub max_sessions_per_host: u32,
+    /// Marks the session cookie Secure even when Rocket does not serve
+    /// TLS itself (behind a TLS proxy).
+    pub secure_cookies: bool,
+    /// The origin browsers see, such as `https://chat.example.org`; when
+    /// unset, a request's own Host header is its origin.
+    pub public_origin: Option<String>,
+}
+
+/// A configured secret: read and written as a plain string, but shown as
+/// `<redacted>` by `Debug`, so printing the settings never leaks it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
 }
 
 impl Default for Settings {
@@ -43,6 +77,12 @@ impl Default for Settings {
                 "/static"
             ))
             .into(),
+            admin_password_sha256: None,
+            rate_limit_messages: 10,
+            rate_limit_window: 3,
+            max_sessions_per_host: 16,
+            secure_cookies: false,
+            public_origin: None,
         }
     }
 }
@@ -62,6 +102,11 @@ impl Settings {
     /// How long a session may stay idle.
     pub fn max_idle(&self) -> Duration {
         Duration::from_secs(self.max_idle)
+    }
+
+    /// The sliding window of the rate limit.
+    pub fn rate_limit_window(&self) -> Duration {
+        Duration::from_secs(self.rate_limit_window)
     }
 
     /// How often the idle sweep runs (at least once a second).

@@ -59,6 +59,15 @@ pub enum Error {
     #[error("nick {0} is not available")]
     NickTaken(String),
 
+    /// The caller's host is banned; the ban ends after this many seconds
+    /// (rounded up).
+    #[error("this address is banned for another {remaining_secs} s")]
+    Banned { remaining_secs: u64 },
+
+    /// The caller's host already holds `max_sessions_per_host` sessions.
+    #[error("too many connections from this address (limit {0})")]
+    TooManyConnections(u32),
+
     /// The server is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     ShuttingDown,

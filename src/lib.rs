@@ -11,7 +11,11 @@
 //! - [`event`]: the events and their JSON shape.
 //! - [`mailbox`]: each session's event queue, the post office that fills
 //!   it, and the long-poll wait.
-//! - [`room`]: members, nicknames, chat, leaving and the idle sweep.
+//! - [`room`]: members, nicknames, chat, leaving and the idle sweep; its
+//!   `moderation` part runs commands, bans and the per-host cap.
+//! - [`command`]: parsing the commands typed in the chat box.
+//! - [`limits`]: the rate limit, the wrong-password throttle and the
+//!   constant-time password check, all in memory.
 //! - [`sweeper`]: the fairing that runs the idle sweep.
 //! - [`web`]: routes, guards, catchers and pages.
 //! - [`config`], [`error`], [`logging`].
@@ -19,9 +23,11 @@
 #[macro_use]
 extern crate rocket;
 
+pub mod command;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod limits;
 pub mod logging;
 pub mod mailbox;
 pub mod room;
@@ -31,7 +37,8 @@ pub mod web;
 
 use std::sync::Arc;
 
-use rocket::figment::Figment;
+use rocket::figment::providers::{Env, Format, Toml};
+use rocket::figment::{Figment, Profile};
 use rocket::{Build, Rocket};
 use rocket_dyn_templates::Template;
 
@@ -45,8 +52,19 @@ const DEFAULT_TEMPLATE_DIR: &str =
 
 /// The configuration Natter reads by default: Rocket.toml, then the
 /// `ROCKET_*` environment.
+///
+/// The same as Rocket's own, except that `ip_header` defaults to off: left
+/// at Rocket's default, anyone could pick the address that bans and caps
+/// see by sending `X-Real-IP`, even when Rocket.toml is not found.
 pub fn figment() -> Figment {
-    rocket::Config::figment()
+    let file = Env::var_or("ROCKET_CONFIG", "Rocket.toml");
+    let profile =
+        Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE);
+    Figment::from(rocket::Config::default())
+        .merge((rocket::Config::IP_HEADER, false))
+        .merge(Toml::file(file).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(profile)
 }
 
 /// Natter's own settings out of a Figment.
@@ -61,6 +79,14 @@ pub fn settings(figment: &Figment) -> Result<Settings> {
 pub fn rocket(figment: Figment) -> Result<Rocket<Build>> {
     let figment = figment.join(("template_dir", DEFAULT_TEMPLATE_DIR));
     let settings = settings(&figment)?;
+    if let Some(origin) = &settings.public_origin {
+        if web::origin_key(origin).is_none() {
+            return Err(Error::Config(format!(
+                "public_origin {origin:?} is not an origin such as \
+                 https://chat.example.org"
+            )));
+        }
+    }
     tracing::info!(
         data_dir = %settings.data_path().display(),
         comet_timeout = settings.comet_timeout,
@@ -68,6 +94,16 @@ pub fn rocket(figment: Figment) -> Result<Rocket<Build>> {
         check_idle_interval = settings.check_idle_interval,
         mailbox_capacity = settings.mailbox_capacity,
         cache_capacity = settings.cache_capacity,
+        admin_password = if settings.admin_password_sha256.is_some() {
+            "set"
+        } else {
+            "unset"
+        },
+        rate_limit_messages = settings.rate_limit_messages,
+        rate_limit_window = settings.rate_limit_window,
+        max_sessions_per_host = settings.max_sessions_per_host,
+        secure_cookies = settings.secure_cookies,
+        public_origin = settings.public_origin.as_deref().unwrap_or("(Host)"),
         "natter settings"
     );
     let room = Room::open(&settings)?;

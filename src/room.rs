@@ -9,6 +9,11 @@
 //! server ends it (the idle sweep), the session keeps its mailbox with a
 //! final notice that says why: the next wait returns that notice and only
 //! then is the session forgotten, so the user learns what happened.
+//!
+//! Commands typed in the chat box, bans and the per-host cap live in the
+//! [`moderation`] submodule.
+
+mod moderation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,9 +23,11 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::command;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::event::{unix_ms, Event, EventKind};
+use crate::limits::RateWindow;
 use crate::mailbox::{Delivery, Letter, PostOffice, Recipients, WaitOutcome};
 use crate::store::{
     be_u64, decode, encode, head_key, ClientRecord, Ended, SessionId, Store,
@@ -60,6 +67,22 @@ pub enum WaitAnswer {
 struct Client {
     record: ClientRecord,
     last_action: Instant,
+    /// False until the join is complete (stored, and checked against a
+    /// ban placed meanwhile); moderation only acts on joined sessions.
+    joined: bool,
+    /// Recent chat messages, for the rate limit.
+    sent: RateWindow,
+}
+
+impl Client {
+    fn new(record: ClientRecord, joined: bool) -> Client {
+        Client {
+            record,
+            last_action: Instant::now(),
+            joined,
+            sent: RateWindow::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +100,7 @@ pub struct Room {
     roster: Mutex<Roster>,
     comet_timeout: Duration,
     max_idle: Duration,
+    moderation: moderation::Moderation,
 }
 
 impl Room {
@@ -95,6 +119,7 @@ impl Room {
             roster: Mutex::new(roster),
             comet_timeout: settings.comet_timeout(),
             max_idle: settings.max_idle(),
+            moderation: moderation::Moderation::new(settings)?,
         }))
     }
 
@@ -117,9 +142,12 @@ impl Room {
     /// Joins the room under `nick` from `host`.
     ///
     /// The nick is trimmed and cut to 16 characters; it must be ASCII
-    /// letters and digits and not in use by anyone, ignoring case.
+    /// letters and digits and not in use by anyone, ignoring case. A
+    /// banned host, or one that holds `max_sessions_per_host` sessions
+    /// already, is refused.
     pub async fn join(&self, nick: &str, host: &str) -> Result<Joined> {
         let nick = clean_nick(nick)?;
+        self.check_ban(host)?;
         let session = self.store.new_session_id()?;
         let token = new_token();
         let record = ClientRecord {
@@ -131,9 +159,12 @@ impl Room {
         };
 
         self.reserve(session, &record)?;
-        if let Err(e) = self.persist_new(session, &record).await {
-            self.forget(session);
-            let _ = self.office.delete(session).await;
+        let stored = match self.persist_new(session, &record).await {
+            Ok(()) => self.complete_join(session, host),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            self.abandon_join(session).await;
             return Err(e);
         }
 
@@ -155,15 +186,12 @@ impl Room {
         if roster.by_nick.contains_key(&key) {
             return Err(Error::NickTaken(record.nick.clone()));
         }
+        self.check_host_cap(&roster, &record.host)?;
         roster.by_nick.insert(key, session);
         roster.by_token.insert(record.token_hash, session);
-        roster.clients.insert(
-            session,
-            Client {
-                record: record.clone(),
-                last_action: Instant::now(),
-            },
-        );
+        roster
+            .clients
+            .insert(session, Client::new(record.clone(), false));
         Ok(())
     }
 
@@ -265,11 +293,17 @@ impl Room {
         if !self.touch(session) {
             return Err(Error::BadSession);
         }
+        let msg = cut(msg, MSG_MAX_CHARS);
+        if let Some(command) = command::parse(&msg) {
+            return self.run_command(session, command).await;
+        }
         if msg.trim().is_empty() {
             return Ok(());
         }
+        if !self.within_rate(session) {
+            return self.refuse_too_fast(session).await;
+        }
         let nick = self.nick(session).ok_or(Error::BadSession)?;
-        let msg = cut(msg, MSG_MAX_CHARS);
         let to_others = Event::now(EventKind::ChatMsg {
             nick: nick.clone(),
             msg: msg.clone(),
@@ -435,9 +469,11 @@ impl Room {
     }
 
     /// Ends every session idle longer than max_idle (a session with a
-    /// parked poll is never idle) and forgets ended sessions whose notice
-    /// nobody read within max_idle. Returns how many sessions it ended.
+    /// parked poll is never idle), forgets ended sessions whose notice
+    /// nobody read within max_idle, and removes expired bans. Returns how
+    /// many sessions it ended.
     pub async fn sweep_idle(&self) -> Result<usize> {
+        self.purge_expired_bans()?;
         let (idle, expired) = self.find_idle();
         for session in &expired {
             self.leave(*session, "ended").await?;
@@ -495,7 +531,6 @@ impl Room {
 /// mailbox without a client (a leave cut short) are both removed.
 fn load_roster(store: &Store, office: &PostOffice) -> Result<Roster> {
     let mut roster = Roster::default();
-    let now = Instant::now();
     for item in store.clients.iter() {
         let (key, value) = item?;
         let StoredClient::V1(record) = decode(CLIENTS, &key, &value)?;
@@ -517,13 +552,7 @@ fn load_roster(store: &Store, office: &PostOffice) -> Result<Roster> {
                 .insert(record.nick.to_ascii_lowercase(), session);
         }
         roster.by_token.insert(record.token_hash, session);
-        roster.clients.insert(
-            session,
-            Client {
-                record,
-                last_action: now,
-            },
-        );
+        roster.clients.insert(session, Client::new(record, true));
     }
     for session in office.sessions() {
         if !roster.clients.contains_key(&session) {

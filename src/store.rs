@@ -10,6 +10,9 @@
 //!   `session ++ u64::MAX` reads the events oldest first without ever
 //!   meeting a head.
 //! - `clients`: `session` -> the client record (nick, host, token hash).
+//! - `bans`: the host's address as UTF-8 bytes -> the ban (expiry,
+//!   reason, last nick). Expired bans are never deleted here; the room
+//!   ignores and removes them.
 //!
 //! Values are bincode of versioned enums, so a later release can still read
 //! what this one wrote; keys are plain big-endian bytes.
@@ -35,6 +38,8 @@ use crate::event::Event;
 pub const MAILBOXES: &str = "mailboxes";
 /// Tree of client records.
 pub const CLIENTS: &str = "clients";
+/// Tree of bans by host.
+pub const BANS: &str = "bans";
 
 /// A session's id: unique for the life of the data directory.
 pub type SessionId = u64;
@@ -55,6 +60,25 @@ pub enum StoredEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StoredClient {
     V1(ClientRecord),
+}
+
+/// Versioned form of a ban.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredBan {
+    V1(BanRecord),
+}
+
+/// A host that may not log in until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// Unix time in milliseconds when the ban ends.
+    pub until_ms: u64,
+    /// What the administrator gave as the reason.
+    pub reason: String,
+    /// The nick that was banned (the last one seen from the host).
+    pub nick: String,
+    /// Who placed the ban.
+    pub by: String,
 }
 
 /// What survives a restart about one session.
@@ -130,6 +154,8 @@ pub struct Store {
     pub mailboxes: sled::Tree,
     /// Client records by session id.
     pub clients: sled::Tree,
+    /// Bans by host; read and written through the `ban` methods only.
+    bans: sled::Tree,
     /// Held shared by every write and exclusively by a backup, so a backup
     /// never copies a write half done (sled 0.34 has no snapshots).
     write_gate: RwLock<()>,
@@ -159,11 +185,13 @@ impl Store {
 
         let mailboxes = db.open_tree(MAILBOXES)?;
         let clients = db.open_tree(CLIENTS)?;
+        let bans = db.open_tree(BANS)?;
         let flusher = Flusher::start(db.clone());
         Ok(Store {
             db,
             mailboxes,
             clients,
+            bans,
             write_gate: RwLock::new(()),
             flusher,
         })
@@ -211,6 +239,55 @@ impl Store {
     /// Flushes synchronously, for shutdown and tools.
     pub fn flush_now(&self) -> Result<()> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// The ban stored for `host`, expired or not.
+    pub fn ban(&self, host: &str) -> Result<Option<BanRecord>> {
+        let Some(bytes) = self.bans.get(host.as_bytes())? else {
+            return Ok(None);
+        };
+        let StoredBan::V1(ban) = decode(BANS, host.as_bytes(), &bytes)?;
+        Ok(Some(ban))
+    }
+
+    /// Every stored ban, expired ones included, ordered by host.
+    pub fn bans(&self) -> Result<Vec<(String, BanRecord)>> {
+        let mut bans = Vec::new();
+        for item in self.bans.iter() {
+            let (key, bytes) = item?;
+            let StoredBan::V1(ban) = decode(BANS, &key, &bytes)?;
+            bans.push((String::from_utf8_lossy(&key).into_owned(), ban));
+        }
+        Ok(bans)
+    }
+
+    /// Stores (or replaces) the ban of `host`. Call [`Store::commit`]
+    /// before telling anyone it holds.
+    pub fn put_ban(&self, host: &str, ban: &BanRecord) -> Result<()> {
+        let value = encode(&StoredBan::V1(ban.clone()))?;
+        let _writing = self.writing();
+        self.bans.insert(host.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Removes the ban of `host`; returns whether there was one.
+    pub fn remove_ban(&self, host: &str) -> Result<bool> {
+        let _writing = self.writing();
+        Ok(self.bans.remove(host.as_bytes())?.is_some())
+    }
+
+    /// Removes the ban of `host` only if it is still `ban`, so clearing
+    /// an expired ban never deletes a new one placed meanwhile.
+    pub fn remove_ban_if(&self, host: &str, ban: &BanRecord) -> Result<()> {
+        let old = encode(&StoredBan::V1(ban.clone()))?;
+        let _writing = self.writing();
+        // A failed swap means someone replaced the ban: keep theirs.
+        let _ = self.bans.compare_and_swap(
+            host.as_bytes(),
+            Some(old),
+            None::<&[u8]>,
+        )?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use rocket::{Request, Route, State};
 use serde_json::{json, Value};
 
 use super::form::LossyForm;
-use super::guards::Caller;
+use super::guards::{Caller, SameSite};
 use super::SESSION_COOKIE;
 use crate::error::Error;
 use crate::mailbox::Delivery;
@@ -146,9 +146,11 @@ fn parse_msg_id(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// Says something in the room.
+/// Says something in the room, or runs a command typed in the chat box.
+/// Refused with 403 when a browser sends it from another site.
 #[post("/chat/send_msg", data = "<form>")]
 async fn send_msg(
+    _same_site: SameSite,
     room: &State<Arc<Room>>,
     caller: Caller,
     form: LossyForm,
@@ -165,9 +167,11 @@ async fn send_msg(
     }
 }
 
-/// Leaves the room with reason "normal" and drops the cookie.
+/// Leaves the room with reason "normal" and drops the cookie (403 from
+/// another site).
 #[get("/chat/leave")]
 async fn leave_get(
+    _same_site: SameSite,
     room: &State<Arc<Room>>,
     caller: Caller,
     cookies: &CookieJar<'_>,
@@ -178,6 +182,7 @@ async fn leave_get(
 /// Same as the GET form, for clients that post.
 #[post("/chat/leave")]
 async fn leave_post(
+    _same_site: SameSite,
     room: &State<Arc<Room>>,
     caller: Caller,
     cookies: &CookieJar<'_>,

@@ -21,6 +21,7 @@ pub fn api_catchers() -> Vec<Catcher> {
 #[catch(default)]
 fn page_error(status: Status, _req: &Request<'_>) -> (Status, String) {
     let text = match status.code {
+        403 => "Refused: this request came from another site.".to_string(),
         404 => "Not found.".to_string(),
         413 => "The request body is too large.".to_string(),
         _ => format!("{} {}", status.code, status.reason_lossy()),
@@ -32,6 +33,7 @@ fn page_error(status: Status, _req: &Request<'_>) -> (Status, String) {
 fn api_error(status: Status, _req: &Request<'_>) -> Envelope {
     let code = match status.code {
         400 => "bad_request",
+        403 => "forbidden",
         404 => "not_found",
         413 => "too_large",
         415 => "unsupported_media_type",

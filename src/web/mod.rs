@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::room::Room;
 
 pub use api::Envelope;
+pub use guards::{host_key, is_cross_site, origin_key, WebPolicy};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "chat_sess";
@@ -29,8 +30,14 @@ pub const SESSION_COOKIE: &str = "chat_sess";
 /// Mounts the routes, catchers and fairings of the web layer.
 pub fn stage(settings: &Settings) -> AdHoc {
     let static_dir = settings.static_dir.relative();
+    let policy = WebPolicy {
+        // crate::rocket refuses a public_origin that is no origin.
+        public_origin: settings.public_origin.as_deref().and_then(origin_key),
+        secure_cookies: settings.secure_cookies,
+    };
     AdHoc::on_ignite("Web", move |rocket: Rocket<Build>| async move {
         rocket
+            .manage(policy)
             .mount("/", pages::routes())
             .mount("/", api::routes())
             .mount("/static", FileServer::from(static_dir))

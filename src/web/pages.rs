@@ -1,16 +1,18 @@
 //! The login page, the login form handler and the chat page.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use rocket::http::{Cookie, CookieJar, SameSite, Status};
+use rocket::http::{Cookie, CookieJar, SameSite as CookieSameSite, Status};
 use rocket::response::Redirect;
 use rocket::{Route, State};
 use rocket_dyn_templates::{context, Template};
 
 use super::form::LossyForm;
-use super::guards::{Caller, ClientHost};
+use super::guards::{Caller, ClientHost, SameSite, WebPolicy};
 use super::SESSION_COOKIE;
 use crate::error::Error;
+use crate::limits::describe;
 use crate::room::Room;
 
 /// The routes of the pages.
@@ -40,10 +42,16 @@ fn index(room: &State<Arc<Room>>, caller: Caller) -> Page {
 /// Joins the room and sets the session cookie, or shows the login page
 /// again with the reason.
 ///
-/// Always issues a fresh token, whatever cookie came with the request.
+/// Always issues a fresh token, whatever cookie came with the request;
+/// a live session that cookie named leaves (reason "normal"), so it
+/// neither lingers nor can be planted. Refused with 403 when a browser
+/// posts it from another site.
 #[post("/login", data = "<form>")]
 async fn login(
+    _same_site: SameSite,
     room: &State<Arc<Room>>,
+    policy: &State<WebPolicy>,
+    caller: Caller,
     host: ClientHost,
     cookies: &CookieJar<'_>,
     form: LossyForm,
@@ -51,10 +59,18 @@ async fn login(
     let nick = form.get("nick").unwrap_or("");
     match room.join(nick, &host.0).await {
         Ok(joined) => {
-            let cookie = Cookie::build((SESSION_COOKIE, joined.token))
+            if let Caller(Some(previous)) = caller {
+                if let Err(e) = room.leave(previous, "normal").await {
+                    tracing::error!(error = %e, "could not end a session");
+                }
+            }
+            let mut cookie = Cookie::build((SESSION_COOKIE, joined.token))
                 .path("/")
                 .http_only(true)
-                .same_site(SameSite::Strict);
+                .same_site(CookieSameSite::Strict);
+            if policy.secure_cookies {
+                cookie = cookie.secure(true);
+            }
             cookies.add(cookie);
             Page::Redirect(Redirect::to("/chat/"))
         }
@@ -78,6 +94,20 @@ fn refusal(error: &Error, nick: &str) -> (Status, String) {
         Error::NickTaken(nick) => (
             Status::Conflict,
             format!("The nickname {nick} is not available; pick another."),
+        ),
+        Error::Banned { remaining_secs } => (
+            Status::Forbidden,
+            format!(
+                "Your address is banned from this chat for another {}.",
+                describe(Duration::from_secs(*remaining_secs))
+            ),
+        ),
+        Error::TooManyConnections(max) => (
+            Status::TooManyRequests,
+            format!(
+                "There are too many connections from your address (at most \
+                 {max}); close one and try again."
+            ),
         ),
         other => {
             tracing::error!(error = %other, %nick, "login failed");

@@ -16,6 +16,8 @@ pub struct Server {
     pub port: u16,
     /// Everything it printed, line by line, as it arrives.
     pub log: mpsc::Receiver<String>,
+    /// What it printed before it listened.
+    pub startup: Vec<String>,
 }
 
 /// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
@@ -40,8 +42,13 @@ pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
     forward_lines(child.stdout.take().unwrap(), lines.clone());
     forward_lines(child.stderr.take().unwrap(), lines);
 
-    let port = wait_for_port(&log, &mut child);
-    Server { child, port, log }
+    let (port, startup) = wait_for_port(&log, &mut child);
+    Server {
+        child,
+        port,
+        log,
+        startup,
+    }
 }
 
 fn forward_lines(
@@ -58,15 +65,19 @@ fn forward_lines(
     });
 }
 
-/// Reads the log until Rocket says where it launched.
-fn wait_for_port(log: &mpsc::Receiver<String>, child: &mut Child) -> u16 {
+/// Reads the log until Rocket says where it launched; returns the port
+/// and the lines before.
+fn wait_for_port(
+    log: &mpsc::Receiver<String>,
+    child: &mut Child,
+) -> (u16, Vec<String>) {
     let mut seen = Vec::new();
     loop {
         match log.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => {
                 if let Some(rest) = line.split("launched from http://").nth(1) {
                     let port = rest.trim().rsplit(':').next().unwrap();
-                    return port.parse().expect("a port number");
+                    return (port.parse().expect("a port number"), seen);
                 }
                 seen.push(line);
             }
