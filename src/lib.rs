@@ -11,6 +11,7 @@
 //! - [`event`]: the events and their JSON shape.
 //! - [`mailbox`]: each session's event queue, the post office that fills
 //!   it, and the long-poll wait.
+//! - [`history`]: the room's last chat lines, shown on joining.
 //! - [`room`]: members, nicknames, chat, leaving and the idle sweep.
 //! - [`sweeper`]: the fairing that runs the idle sweep.
 //! - [`web`]: routes, guards, catchers and pages.
@@ -22,6 +23,7 @@ extern crate rocket;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod logging;
 pub mod mailbox;
 pub mod room;
@@ -68,6 +70,7 @@ pub fn rocket(figment: Figment) -> Result<Rocket<Build>> {
         check_idle_interval = settings.check_idle_interval,
         mailbox_capacity = settings.mailbox_capacity,
         cache_capacity = settings.cache_capacity,
+        history_on_join = settings.history_on_join,
         "natter settings"
     );
     let room = Room::open(&settings)?;

@@ -10,6 +10,9 @@
 //!   `session ++ u64::MAX` reads the events oldest first without ever
 //!   meeting a head.
 //! - `clients`: `session` -> the client record (nick, host, token hash).
+//! - `history`: the room's recent chat lines. The empty key holds the next
+//!   line id; the key `line id` (8 bytes, big-endian) holds one line, so a
+//!   range scan from id 0 reads them oldest first without meeting the head.
 //!
 //! Values are bincode of versioned enums, so a later release can still read
 //! what this one wrote; keys are plain big-endian bytes.
@@ -35,6 +38,11 @@ use crate::event::Event;
 pub const MAILBOXES: &str = "mailboxes";
 /// Tree of client records.
 pub const CLIENTS: &str = "clients";
+/// Tree of the room's recent chat lines (scrollback).
+pub const HISTORY: &str = "history";
+/// The key of the history head (the next line id): empty, so it sorts
+/// before every line.
+pub const HISTORY_HEAD: &[u8] = b"";
 
 /// A session's id: unique for the life of the data directory.
 pub type SessionId = u64;
@@ -49,6 +57,16 @@ pub enum StoredHead {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StoredEvent {
     V1(Event),
+}
+
+/// Versioned form of one scrollback line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredLine {
+    V1 {
+        ts_ms: u64,
+        nick: String,
+        msg: String,
+    },
 }
 
 /// Versioned form of a client record.
@@ -95,6 +113,11 @@ pub fn event_key(session: SessionId, id: u64) -> [u8; 16] {
     key
 }
 
+/// The key of one scrollback line: its id, big-endian.
+pub fn line_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
 /// Encodes a value for storage.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bincode::serialize(value)?)
@@ -130,6 +153,8 @@ pub struct Store {
     pub mailboxes: sled::Tree,
     /// Client records by session id.
     pub clients: sled::Tree,
+    /// The room's recent chat lines by line id, and their head.
+    pub history: sled::Tree,
     /// Held shared by every write and exclusively by a backup, so a backup
     /// never copies a write half done (sled 0.34 has no snapshots).
     write_gate: RwLock<()>,
@@ -159,11 +184,13 @@ impl Store {
 
         let mailboxes = db.open_tree(MAILBOXES)?;
         let clients = db.open_tree(CLIENTS)?;
+        let history = db.open_tree(HISTORY)?;
         let flusher = Flusher::start(db.clone());
         Ok(Store {
             db,
             mailboxes,
             clients,
+            history,
             write_gate: RwLock::new(()),
             flusher,
         })
