@@ -217,6 +217,8 @@ function endSession(text) {
   el("ended-text").textContent = text;
   el("ended").hidden = false;
   el("say").hidden = true;
+  el("logout").hidden = true;
+  setOnline([]);
   el("relogin").focus();
 }
 
@@ -269,6 +271,7 @@ async function pollOnce() {
   }
   const reply = await api("/chat/wait/?msg_id=" + natter.nextId);
   if (reply.status !== "ok") return handleError(reply);
+  if (natter.backoffMs > 0) await reconnected();
   if (reply.response === "reconnect") return true;
   applyDelivery(reply.response, reply.gap);
   publish("events", { events: reply.response, gap: reply.gap });
@@ -280,8 +283,6 @@ async function pollLoop() {
   while (!natter.ended) {
     try {
       if (!(await pollOnce())) return;
-      if (natter.backoffMs > 0) await reconnected();
-      natter.backoffMs = 0;
       if (natter.status[0] !== "online") setStatus("online", "connected");
     } catch (err) {
       await connectionLost();
@@ -301,6 +302,7 @@ async function connectionLost() {
 
 // After an outage: say so and reload the list, which may have changed.
 async function reconnected() {
+  natter.backoffMs = 0;
   notice("Reconnected.");
   publish("reconnected", {});
   const online = await api("/chat/online/");

@@ -278,57 +278,53 @@ async fn logging_out_removes_the_user_from_the_other_list() {
 /// in again, which works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_timeout_shows_a_clear_message_and_a_way_back_in() {
-    scenario(
-        "an_idle_timeout_shows_a_clear_message_and_a_way_back_in",
-        &[DESKTOP, DESKTOP],
-        |pages, keep| async move {
-            let env = [
-                ("ROCKET_MAX_IDLE", "2"),
-                ("ROCKET_CHECK_IDLE_INTERVAL", "1"),
-                ("ROCKET_COMET_TIMEOUT", "2"),
-            ];
-            let (server, _) = serve(&keep, &env);
-            let base = server.url("");
-            let (ann, bob) = (&pages[0], &pages[1]);
-            ann_and_bob(&base, ann, bob).await?;
+    const NAME: &str =
+        "an_idle_timeout_shows_a_clear_message_and_a_way_back_in";
+    scenario(NAME, &[DESKTOP, DESKTOP], |pages, keep| async move {
+        let env = [
+            ("ROCKET_MAX_IDLE", "2"),
+            ("ROCKET_CHECK_IDLE_INTERVAL", "1"),
+            ("ROCKET_COMET_TIMEOUT", "2"),
+        ];
+        let (server, _) = serve(&keep, &env);
+        let base = server.url("");
+        let (ann, bob) = (&pages[0], &pages[1]);
+        ann_and_bob(&base, ann, bob).await?;
 
-            // Bob's browser loses the network, so Bob stops polling.
-            let offline = NetworkConditions { offline: true };
-            bob.0.issue_cmd(offline).await.map_err(fail("go offline"))?;
-            bob.wait_state("offline").await?;
-            ann.wait_online(&["Ann"]).await?;
-            ann.wait_notice("Bob left (timeout)").await?;
+        // Bob's browser loses the network, so Bob stops polling.
+        let offline = NetworkConditions { offline: true };
+        bob.0.issue_cmd(offline).await.map_err(fail("go offline"))?;
+        bob.wait_state("offline").await?;
+        ann.wait_online(&["Ann"]).await?;
+        ann.wait_notice("Bob left (timeout)").await?;
 
-            let online = NetworkConditions { offline: false };
-            bob.0.issue_cmd(online).await.map_err(fail("go online"))?;
-            bob.wait_for(
-                "the session-ended banner",
-                "const e = document.getElementById('ended');\
+        let online = NetworkConditions { offline: false };
+        bob.0.issue_cmd(online).await.map_err(fail("go online"))?;
+        bob.wait_for(
+            "the session-ended banner",
+            "const e = document.getElementById('ended');\
                  return !e.hidden && e.textContent.includes('timeout');",
-                "return document.body.innerText;",
-            )
-            .await?;
-            let state = bob
-                .js("return [document.getElementById('say').hidden,\
+            "return document.body.innerText;",
+        )
+        .await?;
+        let state = bob
+            .js("return [document.getElementById('say').hidden,\
                      document.getElementById('status').dataset.state];")
-                .await?;
-            ensure(state == json!([true, "ended"]), || {
-                format!("after the timeout (input hidden, state): {state}")
-            })?;
+            .await?;
+        ensure(state == json!([true, "ended"]), || {
+            format!("after the timeout (input hidden, state): {state}")
+        })?;
 
-            bob.find("#relogin")
-                .await?
-                .click()
-                .await
-                .map_err(fail("click"))?;
-            bob.login(&base, "Bob").await?;
-            ann.wait_online(&["Ann", "Bob"]).await?;
-            // Leave the page on the notice, for the screenshot.
-            bob.goto(&format!("{base}/chat/")).await?;
-            bob.wait_connected().await?;
-            Ok(())
-        },
-    )
+        bob.screenshot(&format!("{NAME}.ended.png")).await;
+        bob.find("#relogin")
+            .await?
+            .click()
+            .await
+            .map_err(fail("click"))?;
+        bob.login(&base, "Bob").await?;
+        ann.wait_online(&["Ann", "Bob"]).await?;
+        Ok(())
+    })
     .await;
 }
 

@@ -335,6 +335,11 @@ impl Page {
         }
     }
 
+    /// Saves what the tab shows now as `<file>` among the screenshots.
+    pub async fn screenshot(&self, file: &str) {
+        save_screenshot(&self.0, file).await;
+    }
+
     /// Opens `url` in this tab.
     pub async fn goto(&self, url: &str) -> Outcome {
         self.0.goto(url).await.map_err(fail("navigation failed"))
