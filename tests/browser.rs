@@ -22,6 +22,27 @@ use serde_json::json;
 const DESKTOP: (u32, u32) = (1000, 700);
 const PHONE: (u32, u32) = (390, 844);
 
+/// Each chat line's time stamp and whether it continues a group.
+const STAMPS_AND_GROUPING: &str = "return [...document\
+    .querySelectorAll('#log .msg')].map(li => \
+    [li.querySelector('time').textContent, li.classList.contains('cont')]);";
+
+/// Whether no script ran and no markup was made from a message.
+const NOTHING_RAN: &str = "return [window.pwned === undefined, document\
+    .querySelectorAll('#log b, #log script, #log img').length];";
+
+/// The viewport width, and whether the page fits it without scrolling
+/// sideways.
+const FITS: &str = "return [innerWidth, \
+    document.documentElement.scrollWidth <= innerWidth];";
+
+/// Whether each control lies wholly inside the viewport.
+const ON_SCREEN: &str = "return ['#msg', '#say button', '#online', \
+    '#logout', '#log .msg:last-child'].map(css => { \
+    const r = document.querySelector(css).getBoundingClientRect(); \
+    return r.width > 0 && r.left >= 0 && r.right <= innerWidth \
+    && r.top >= 0 && r.bottom <= innerHeight; });";
+
 /// A fresh data directory, kept until the screenshots are taken.
 fn data_dir(keep: &Keeper) -> PathBuf {
     let (guard, dir) = process::data_dir();
@@ -84,11 +105,7 @@ async fn two_people_see_each_other_and_their_messages_in_order() {
                 format!("Bob's own lines marked {bob_mine:?}")
             })?;
 
-            let look = bob
-                .js("return [...document.querySelectorAll('#log .msg')].map(li =>\
-                     [li.querySelector('time').textContent,\
-                      li.classList.contains('cont')]);")
-                .await?;
+            let look = bob.js(STAMPS_AND_GROUPING).await?;
             let stamps = look.as_array().cloned().unwrap_or_default();
             ensure(stamps.len() == 4, || format!("lines: {look}"))?;
             for stamp in &stamps {
@@ -98,7 +115,8 @@ async fn two_people_see_each_other_and_their_messages_in_order() {
                 })?;
             }
             let grouped: Vec<_> = stamps.iter().map(|s| s[1].clone()).collect();
-            ensure(grouped == [json!(false), json!(false), json!(false), json!(true)], || {
+            let want = json!([false, false, false, true]);
+            ensure(json!(grouped) == want, || {
                 format!("grouping of consecutive lines: {look}")
             })?;
             Ok(())
@@ -125,11 +143,7 @@ async fn a_message_with_html_and_script_shows_as_text() {
             ann.say(nasty).await?;
             bob.wait_chat(&[nasty]).await?;
             for _ in 0..2 {
-                let found = bob
-                    .js("return [window.pwned === undefined,\
-                         document.querySelectorAll('#log b, #log script, #log img')\
-                         .length];")
-                    .await?;
+                let found = bob.js(NOTHING_RAN).await?;
                 ensure(found == json!([true, 0]), || {
                     format!("markup was interpreted: {found}")
                 })?;
@@ -413,11 +427,9 @@ async fn a_390_pixel_wide_window_is_usable() {
             let (server, _) = serve(&keep, &[]);
             let base = server.url("");
             let (ann, bob) = (&pages[0], &pages[1]);
-            let fits = "return [innerWidth, document.documentElement.scrollWidth \
-                        <= innerWidth];";
 
             ann.goto(&format!("{base}/")).await?;
-            let login = ann.js(fits).await?;
+            let login = ann.js(FITS).await?;
             ensure(login == json!([390, true]), || {
                 format!("login page (width, fits): {login}")
             })?;
@@ -426,22 +438,19 @@ async fn a_390_pixel_wide_window_is_usable() {
             bob.say("a normal line").await?;
             ann.wait_chat(&[&"x".repeat(200), "a normal line"]).await?;
             ann.say("typed on a phone").await?;
-            bob.wait_chat(&[&"x".repeat(200), "a normal line", "typed on a phone"])
+            let long = "x".repeat(200);
+            bob.wait_chat(&[&long, "a normal line", "typed on a phone"])
                 .await?;
 
-            let chat = ann.js(fits).await?;
+            let chat = ann.js(FITS).await?;
             ensure(chat == json!([390, true]), || {
                 format!("chat page (width, fits): {chat}")
             })?;
-            let on_screen = ann
-                .js("return ['#msg', '#say button', '#online', '#logout',\
-                     '#log .msg:last-child'].map(css => {\
-                     const r = document.querySelector(css).getBoundingClientRect();\
-                     return r.width > 0 && r.left >= 0 && r.right <= innerWidth\
-                       && r.top >= 0 && r.bottom <= innerHeight; });")
-                .await?;
+            let on_screen = ann.js(ON_SCREEN).await?;
             ensure(on_screen == json!([true, true, true, true, true]), || {
-                format!("on screen (input, send, online, logout, last line): {on_screen}")
+                format!(
+                    "on screen (input, send, list, logout, last): {on_screen}"
+                )
             })?;
             Ok(())
         },

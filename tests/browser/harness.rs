@@ -454,8 +454,8 @@ impl Page {
     pub async fn wait_notice(&self, text: &str) -> Outcome {
         let needle = serde_json::to_string(text).expect("strings serialize");
         let script = format!(
-            "return [...document.querySelectorAll('#log .system, #log .notice')]\
-             .some(li => li.textContent.includes({needle}));"
+            "return [...document.querySelectorAll('#log .system, \
+             #log .notice')].some(li => li.textContent.includes({needle}));"
         );
         let show = "return [...document.querySelectorAll('#log li')]\
                     .map(li => li.textContent);";
@@ -466,7 +466,8 @@ impl Page {
     /// Waits until the status pill is in `state`.
     pub async fn wait_state(&self, state: &str) -> Outcome {
         let script = format!(
-            "return document.getElementById('status').dataset.state === '{state}';"
+            "return document.getElementById('status').dataset.state \
+             === '{state}';"
         );
         let show = "return document.getElementById('status').dataset.state;";
         self.wait_for(&format!("the state {state}"), &script, show)
