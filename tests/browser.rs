@@ -43,6 +43,15 @@ const ON_SCREEN: &str = "return ['#msg', '#say button', '#online', \
     return r.width > 0 && r.left >= 0 && r.right <= innerWidth \
     && r.top >= 0 && r.bottom <= innerHeight; });";
 
+/// Whether the log is scrolled to its newest line.
+const AT_BOTTOM: &str = "const log = document.getElementById('log'); \
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 2;";
+
+/// The log's scroll position and whether the jump button shows.
+const SCROLL: &str = "const log = document.getElementById('log'); \
+    return [log.scrollTop, !document.getElementById('jump').hidden, \
+    log.scrollHeight, log.clientHeight];";
+
 /// A fresh data directory, kept until the screenshots are taken.
 fn data_dir(keep: &Keeper) -> PathBuf {
     let (guard, dir) = process::data_dir();
@@ -67,7 +76,8 @@ async fn ann_and_bob(base: &str, ann: &Page, bob: &Page) -> Outcome {
 
 /// Each sees the other in the online list, and both see every message in
 /// the order it was sent, with a time stamp, own lines marked as such and
-/// a run of one sender's lines grouped.
+/// a run of one sender's lines grouped; a hidden page counts unread
+/// messages in its title.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_see_each_other_and_their_messages_in_order() {
     scenario(
@@ -119,6 +129,27 @@ async fn two_people_see_each_other_and_their_messages_in_order() {
             ensure(json!(grouped) == want, || {
                 format!("grouping of consecutive lines: {look}")
             })?;
+
+            // While Ann's window is minimised, the title counts unread
+            // messages; back in view, the count goes.
+            ann.0.minimize_window().await.map_err(fail("minimise"))?;
+            ann.wait_for("a hidden page", "return document.hidden;", "null")
+                .await?;
+            bob.say("Are you there?").await?;
+            bob.say("Hello?").await?;
+            ann.wait_for(
+                "two unread in the title",
+                "return document.title === '(2) Natter';",
+                "return document.title;",
+            )
+            .await?;
+            ann.0.maximize_window().await.map_err(fail("restore"))?;
+            ann.wait_for(
+                "the title without a count",
+                "return !document.hidden && document.title === 'Natter';",
+                "return [document.hidden, document.title];",
+            )
+            .await?;
             Ok(())
         },
     )
@@ -416,8 +447,8 @@ async fn seven_tabs_keep_sending_and_receiving() {
 }
 
 /// On a 390 px wide window the login page and the chat fit the width, the
-/// input and the online list are on screen, long words wrap, and sending
-/// works.
+/// input and the online list are on screen, long words wrap, sending
+/// works, and the view keeps to the newest line unless scrolled up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_390_pixel_wide_window_is_usable() {
     scenario(
@@ -452,6 +483,40 @@ async fn a_390_pixel_wide_window_is_usable() {
                     "on screen (input, send, list, logout, last): {on_screen}"
                 )
             })?;
+
+            // The view follows new lines while at the bottom, and stays
+            // put once the reader scrolled up.
+            let mut said = vec![long.clone(), "a normal line".into()];
+            said.push("typed on a phone".into());
+            for n in 1..=25 {
+                said.push(format!("filler {n}"));
+                bob.say(&said[said.len() - 1]).await?;
+            }
+            let texts: Vec<&str> = said.iter().map(String::as_str).collect();
+            ann.wait_chat(&texts).await?;
+            ann.wait_for("the newest line in view", AT_BOTTOM, SCROLL)
+                .await?;
+            ann.js("const log = document.getElementById('log');\
+                    log.scrollTop = 0; log.dispatchEvent(new Event('scroll'));\
+                    return true;")
+                .await?;
+            said.push("while scrolled up".into());
+            bob.say("while scrolled up").await?;
+            let texts: Vec<&str> = said.iter().map(String::as_str).collect();
+            ann.wait_chat(&texts).await?;
+            let kept = ann.js(SCROLL).await?;
+            let overflows = kept[2].as_f64() > kept[3].as_f64();
+            ensure(
+                overflows && kept[0] == json!(0) && kept[1] == json!(true),
+                || format!("after scrolling up (top, jump shown, ..): {kept}"),
+            )?;
+            ann.find("#jump")
+                .await?
+                .click()
+                .await
+                .map_err(fail("jump"))?;
+            ann.wait_for("the newest line in view", AT_BOTTOM, SCROLL)
+                .await?;
             Ok(())
         },
     )
