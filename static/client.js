@@ -324,7 +324,9 @@ async function lead() {
 async function onTabMessage(event) {
   const m = event.data;
   if (m.kind === "hello") {
-    publish("status", { state: natter.status[0], text: natter.status[1] });
+    if (!natter.ended) publish("status", {
+      state: natter.status[0], text: natter.status[1],
+    });
     return;
   }
   if (natter.leader || natter.ended) return;
@@ -334,6 +336,8 @@ async function onTabMessage(event) {
       break;
     case "status":
       setStatus(m.state, m.text);
+      // A tab that loaded while the server was down catches up now.
+      if (m.state === "online" && !natter.started) start().catch(() => {});
       break;
     case "online":
       setOnline(m.nicks);
