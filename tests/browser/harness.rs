@@ -247,7 +247,12 @@ where
     for (width, height) in sizes {
         match driver.browser(*width, *height).await {
             Ok(browser) => browsers.push(browser),
-            Err(e) => panic!("{name}: {e}"),
+            Err(e) => {
+                for browser in browsers {
+                    let _ = browser.client.close().await;
+                }
+                panic!("{name}: {e}");
+            }
         }
     }
 
