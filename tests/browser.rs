@@ -377,9 +377,9 @@ async fn an_idle_timeout_shows_a_clear_message_and_a_way_back_in() {
 /// still goes through, every tab receives the other person's answer, only
 /// one tab holds the long poll, and when it closes another takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seven_tabs_keep_sending_and_receiving() {
+async fn a_browser_with_seven_tabs_keeps_sending_and_receiving() {
     scenario(
-        "seven_tabs_keep_sending_and_receiving",
+        "a_browser_with_seven_tabs_keeps_sending_and_receiving",
         &[DESKTOP, DESKTOP],
         |pages, keep| async move {
             let (server, _) = serve(&keep, &[]);
