@@ -25,6 +25,8 @@ pub struct Settings {
     pub mailbox_capacity: u64,
     /// Bytes of sled page cache.
     pub cache_capacity: u64,
+    /// Chat lines the room keeps for `/chat/history/` (0 keeps none).
+    pub history_on_join: u64,
     /// Directory served under /static/.
     pub static_dir: RelativePathBuf,
     /// SHA-256 of the admin password as 64 hex digits; unset means nobody
@@ -72,6 +74,7 @@ impl Default for Settings {
             check_idle_interval: 60,
             mailbox_capacity: 1000,
             cache_capacity: 64 * 1024 * 1024,
+            history_on_join: 50,
             static_dir: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/static"

@@ -11,6 +11,7 @@
 //! - [`event`]: the events and their JSON shape.
 //! - [`mailbox`]: each session's event queue, the post office that fills
 //!   it, and the long-poll wait.
+//! - [`history`]: the room's last chat lines, shown on joining.
 //! - [`room`]: members, nicknames, chat, leaving and the idle sweep; its
 //!   `moderation` part runs commands, bans and the per-host cap.
 //! - [`command`]: parsing the commands typed in the chat box.
@@ -27,6 +28,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod limits;
 pub mod logging;
 pub mod mailbox;
@@ -104,6 +106,7 @@ pub fn rocket(figment: Figment) -> Result<Rocket<Build>> {
         max_sessions_per_host = settings.max_sessions_per_host,
         secure_cookies = settings.secure_cookies,
         public_origin = settings.public_origin.as_deref().unwrap_or("(Host)"),
+        history_on_join = settings.history_on_join,
         "natter settings"
     );
     let room = Room::open(&settings)?;

@@ -27,6 +27,7 @@ use crate::command;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::event::{unix_ms, Event, EventKind};
+use crate::history::History;
 use crate::limits::RateWindow;
 use crate::mailbox::{Delivery, Letter, PostOffice, Recipients, WaitOutcome};
 use crate::store::{
@@ -97,6 +98,7 @@ struct Roster {
 pub struct Room {
     store: Arc<Store>,
     office: PostOffice,
+    history: History,
     roster: Mutex<Roster>,
     comet_timeout: Duration,
     max_idle: Duration,
@@ -113,9 +115,11 @@ impl Room {
         let office =
             PostOffice::load(store.clone(), settings.mailbox_capacity)?;
         let roster = load_roster(&store, &office)?;
+        let history = History::load(store.clone(), settings.history_on_join)?;
         Ok(Arc::new(Room {
             store,
             office,
+            history,
             roster: Mutex::new(roster),
             comet_timeout: settings.comet_timeout(),
             max_idle: settings.max_idle(),
@@ -308,11 +312,15 @@ impl Room {
             nick: nick.clone(),
             msg: msg.clone(),
         });
+        // The scrollback line is written first, so the flush that makes
+        // the message durable covers it too; a failed send takes it back.
+        let line = self.history.record(to_others.ts_ms, &nick, &msg)?;
         let to_sender = Event {
             ts_ms: to_others.ts_ms,
             kind: EventKind::SentChatMsg { nick, msg },
         };
-        self.office
+        let sent = self
+            .office
             .post(vec![
                 Letter {
                     to: Recipients::AllExcept(vec![session]),
@@ -323,7 +331,20 @@ impl Room {
                     event: to_sender,
                 },
             ])
-            .await
+            .await;
+        if let (Err(_), Some(id)) = (&sent, line) {
+            self.history.forget(id)?;
+        }
+        sent
+    }
+
+    /// The room's recent chat lines, oldest first, as chat_msg events
+    /// with the room's own ids (not the caller's mailbox ids).
+    pub fn history(&self, session: SessionId) -> Result<Vec<(u64, Event)>> {
+        if !self.touch(session) {
+            return Err(Error::BadSession);
+        }
+        self.history.lines()
     }
 
     /// The nicks in the room, sorted ignoring case.

@@ -13,6 +13,9 @@
 //! - `bans`: the host's address as UTF-8 bytes -> the ban (expiry,
 //!   reason, last nick). Expired bans are never deleted here; the room
 //!   ignores and removes them.
+//! - `history`: the room's recent chat lines. The empty key holds the next
+//!   line id; the key `line id` (8 bytes, big-endian) holds one line, so a
+//!   range scan from id 0 reads them oldest first without meeting the head.
 //!
 //! Values are bincode of versioned enums, so a later release can still read
 //! what this one wrote; keys are plain big-endian bytes.
@@ -40,6 +43,11 @@ pub const MAILBOXES: &str = "mailboxes";
 pub const CLIENTS: &str = "clients";
 /// Tree of bans by host.
 pub const BANS: &str = "bans";
+/// Tree of the room's recent chat lines (scrollback).
+pub const HISTORY: &str = "history";
+/// The key of the history head (the next line id): empty, so it sorts
+/// before every line.
+pub const HISTORY_HEAD: &[u8] = b"";
 
 /// A session's id: unique for the life of the data directory.
 pub type SessionId = u64;
@@ -54,6 +62,16 @@ pub enum StoredHead {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StoredEvent {
     V1(Event),
+}
+
+/// Versioned form of one scrollback line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredLine {
+    V1 {
+        ts_ms: u64,
+        nick: String,
+        msg: String,
+    },
 }
 
 /// Versioned form of a client record.
@@ -119,6 +137,11 @@ pub fn event_key(session: SessionId, id: u64) -> [u8; 16] {
     key
 }
 
+/// The key of one scrollback line: its id, big-endian.
+pub fn line_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
 /// Encodes a value for storage.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bincode::serialize(value)?)
@@ -156,6 +179,8 @@ pub struct Store {
     pub clients: sled::Tree,
     /// Bans by host; read and written through the `ban` methods only.
     bans: sled::Tree,
+    /// The room's recent chat lines by line id, and their head.
+    pub history: sled::Tree,
     /// Held shared by every write and exclusively by a backup, so a backup
     /// never copies a write half done (sled 0.34 has no snapshots).
     write_gate: RwLock<()>,
@@ -186,12 +211,14 @@ impl Store {
         let mailboxes = db.open_tree(MAILBOXES)?;
         let clients = db.open_tree(CLIENTS)?;
         let bans = db.open_tree(BANS)?;
+        let history = db.open_tree(HISTORY)?;
         let flusher = Flusher::start(db.clone());
         Ok(Store {
             db,
             mailboxes,
             clients,
             bans,
+            history,
             write_gate: RwLock::new(()),
             flusher,
         })

@@ -1,17 +1,29 @@
-// Natter's browser client: start, online list, then the long-poll loop.
+// Natter's browser client: history, online list, then the long-poll loop.
+// One tab per browser holds the long poll (the leader, chosen with
+// navigator.locks) and passes what it gets to the other tabs over a
+// BroadcastChannel, so many open tabs hold one connection between them.
 // Every piece of user text goes in with textContent, never as HTML.
 "use strict";
 
 const natter = {
-  nextId: null,        // the id the next wait asks for
+  me: "",              // our nick, as the page was rendered with it
+  nextId: null,        // the mailbox id the next wait asks for
+  started: false,      // start, online list and history were loaded
   online: new Set(),   // nicks in the room
+  shown: new Set(),    // keys of chat lines on screen, against doubles
   backoffMs: 0,        // current retry delay after a failure
+  leader: false,       // this tab holds the long poll
+  channel: null,       // BroadcastChannel to the other tabs, if shared
+  status: ["connecting", "connecting…"], // last connection state shown
+  notice: "",          // the last system notice, for the ended banner
+  day: "",             // the local day of the last line, for dividers
   ended: false,        // the session is over; stop polling
   unread: 0,           // messages that arrived while the tab was hidden
   stickToBottom: true, // keep the newest line in view
 };
 
 const MAX_BACKOFF_MS = 10000;
+const GROUP_MS = 5 * 60 * 1000;
 const el = (id) => document.getElementById(id);
 
 // Fetches a JSON envelope; throws on network errors and non-JSON answers.
@@ -29,38 +41,61 @@ async function api(path, body) {
   return res.json();
 }
 
-// Shows the connection state in the header.
+// Tells the other tabs something, when this tab is the one polling.
+function publish(kind, data) {
+  if (natter.leader && natter.channel) {
+    natter.channel.postMessage({ kind, ...data });
+  }
+}
+
+// Shows the connection state in the header (and in the other tabs).
 function setStatus(state, text) {
+  natter.status = [state, text];
   const status = el("status");
   status.dataset.state = state;
   status.textContent = text;
+  publish("status", { state, text });
 }
 
-// Formats a server timestamp in the viewer's local time.
+// Formats a server timestamp as the viewer's local time of day.
 function clock(ts) {
-  const d = new Date(ts);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return new Date(ts).toLocaleTimeString([], {
+    hour: "2-digit", minute: "2-digit",
+  });
 }
 
-// Appends one line to the log; `who` may be empty for notices.
+// Adds a divider naming the day when a line starts a new local day.
+function markDay(log, ts) {
+  const day = new Date(ts).toDateString();
+  if (natter.day === day) return;
+  natter.day = day;
+  const li = document.createElement("li");
+  li.className = "day";
+  li.textContent = new Date(ts).toLocaleDateString([], {
+    weekday: "long", day: "numeric", month: "long",
+  });
+  log.appendChild(li);
+}
+
+// Appends one line to the log; `who` is empty for notices.
 function addLine(kind, ts, who, text) {
   const log = el("log");
+  markDay(log, ts);
   const li = document.createElement("li");
   li.className = "line " + kind;
   const time = document.createElement("time");
   time.textContent = clock(ts);
   time.dateTime = new Date(ts).toISOString();
+  time.title = new Date(ts).toLocaleString();
   li.appendChild(time);
-  const last = log.lastElementChild;
   if (who) {
     const name = document.createElement("span");
     name.className = "nick";
     name.textContent = who;
     li.appendChild(name);
-    if (last && last.dataset.who === who && last.classList.contains(kind)) {
-      li.classList.add("cont");
-    }
+    if (continues(log.lastElementChild, who, ts)) li.classList.add("cont");
     li.dataset.who = who;
+    li.dataset.ts = String(ts);
   }
   const body = document.createElement("span");
   body.className = "text";
@@ -68,6 +103,26 @@ function addLine(kind, ts, who, text) {
   li.appendChild(body);
   log.appendChild(li);
   keepInView();
+}
+
+// Whether a line by `who` at `ts` carries on the previous line's group.
+function continues(last, who, ts) {
+  return Boolean(last) && last.dataset.who === who &&
+    ts - Number(last.dataset.ts) < GROUP_MS;
+}
+
+// System notices are stamped with the viewer's clock.
+function notice(text) {
+  addLine("system", Date.now(), "", text);
+}
+
+// Shows a chat line once, whether it came from history or the mailbox.
+function showChat(ts, nick, msg, mine) {
+  const key = ts + "|" + nick + "|" + msg;
+  if (natter.shown.has(key)) return false;
+  natter.shown.add(key);
+  addLine(mine ? "msg mine" : "msg", ts, nick, msg);
+  return true;
 }
 
 // Scrolls to the newest line unless the reader scrolled up.
@@ -89,10 +144,16 @@ function renderOnline() {
   for (const nick of nicks) {
     const li = document.createElement("li");
     li.textContent = nick;
-    if (nick === el("me").textContent) li.className = "me";
+    if (nick === natter.me) li.className = "me";
     list.appendChild(li);
   }
   el("count").textContent = "(" + nicks.length + ")";
+}
+
+// Replaces the online list with what the server says.
+function setOnline(nicks) {
+  natter.online = new Set(nicks);
+  renderOnline();
 }
 
 // Counts unread messages in the title while the tab is hidden.
@@ -106,11 +167,10 @@ function noteUnread() {
 function handleEvent(ev) {
   switch (ev.t) {
     case "chat_msg":
-      addLine("msg", ev.ts, ev.d.nick, ev.d.msg);
-      noteUnread();
+      if (showChat(ev.ts, ev.d.nick, ev.d.msg, false)) noteUnread();
       break;
     case "sent_chat_msg":
-      addLine("msg mine", ev.ts, ev.d.nick, ev.d.msg);
+      showChat(ev.ts, ev.d.nick, ev.d.msg, true);
       break;
     case "user_joined_room":
       natter.online.add(ev.d);
@@ -123,6 +183,7 @@ function handleEvent(ev) {
       addLine("notice", ev.ts, "", ev.d.nick + " left (" + ev.d.reason + ")");
       break;
     case "system_msg":
+      natter.notice = ev.d;
       addLine("system", ev.ts, "", ev.d);
       break;
     case "admin_logged_in":
@@ -134,36 +195,67 @@ function handleEvent(ev) {
   }
 }
 
+// Applies a wait's answer: events not seen yet, and the gap marker.
+function applyDelivery(events, gap) {
+  if (gap) {
+    notice("Older messages were dropped while you were away (" +
+      (gap.to - gap.from + 1) + " events missed).");
+  }
+  for (const ev of events) {
+    if (natter.nextId !== null && ev.id < natter.nextId) continue;
+    handleEvent(ev);
+    natter.nextId = ev.id + 1;
+  }
+}
+
 // Ends the page's session: no more polling, a way to log in again.
 function endSession(text) {
+  if (natter.ended) return;
   natter.ended = true;
+  publish("ended", { text });
   setStatus("ended", "disconnected");
   el("ended-text").textContent = text;
   el("ended").hidden = false;
   el("say").hidden = true;
+  el("logout").hidden = true;
+  setOnline([]);
+  el("relogin").focus();
 }
 
-// Asks where to start and who is here.
+// Shows the room's recent chat lines that are not on screen yet.
+async function loadHistory() {
+  const reply = await api("/chat/history/");
+  if (reply.status !== "ok") return reply;
+  for (const ev of reply.response) {
+    showChat(ev.ts, ev.d.nick, ev.d.msg, ev.d.nick === natter.me);
+  }
+  return reply;
+}
+
+// Asks where to start, who is here and what was said lately. The start
+// id comes first, so nothing sent meanwhile is missed; doubles between
+// history and mailbox are dropped by showChat.
 async function start() {
   const first = await api("/chat/start/");
   if (first.status !== "ok") return first;
   natter.nextId = first.response;
   const online = await api("/chat/online/");
   if (online.status !== "ok") return online;
-  natter.online = new Set(online.response);
-  renderOnline();
+  setOnline(online.response);
+  const history = await loadHistory();
+  if (history.status !== "ok") return history;
+  natter.started = true;
   return first;
 }
 
 // Handles an error envelope; returns false when polling must stop.
 async function handleError(reply) {
   if (reply.response === "bad_session") {
-    endSession("Your session has ended.");
+    endSession(natter.notice || "Your session has ended.");
     return false;
   }
   if (reply.response === "resync") {
-    addLine("system", Date.now(), "", "The server's history changed; " +
-      "some lines may be missing.");
+    notice("The server lost track of this page; catching up again.");
     natter.nextId = null;
     return true;
   }
@@ -172,21 +264,17 @@ async function handleError(reply) {
 
 // One round of the long poll.
 async function pollOnce() {
-  if (natter.nextId === null) {
+  if (natter.nextId === null || !natter.started) {
     const reply = await start();
     if (reply.status !== "ok") return handleError(reply);
+    publish("resync", { nextId: natter.nextId });
   }
   const reply = await api("/chat/wait/?msg_id=" + natter.nextId);
   if (reply.status !== "ok") return handleError(reply);
+  if (natter.backoffMs > 0) await reconnected();
   if (reply.response === "reconnect") return true;
-  if (reply.gap) {
-    addLine("system", Date.now(), "", "Older lines were dropped (" +
-      (reply.gap.to - reply.gap.from + 1) + " missed).");
-  }
-  for (const ev of reply.response) {
-    handleEvent(ev);
-    natter.nextId = ev.id + 1;
-  }
+  applyDelivery(reply.response, reply.gap);
+  publish("events", { events: reply.response, gap: reply.gap });
   return true;
 }
 
@@ -195,54 +283,124 @@ async function pollLoop() {
   while (!natter.ended) {
     try {
       if (!(await pollOnce())) return;
-      if (natter.backoffMs > 0) {
-        addLine("system", Date.now(), "", "Reconnected.");
-        // The list may have changed while we were away.
-        await refreshOnline();
-      }
-      natter.backoffMs = 0;
-      setStatus("online", "connected");
+      if (natter.status[0] !== "online") setStatus("online", "connected");
     } catch (err) {
-      if (natter.backoffMs === 0) {
-        addLine("system", Date.now(), "", "Connection lost; retrying…");
-      }
-      natter.backoffMs = Math.min(MAX_BACKOFF_MS,
-        Math.max(500, natter.backoffMs * 2));
-      setStatus("offline", "reconnecting in " +
-        Math.round(natter.backoffMs / 1000) + " s");
-      await new Promise((r) => setTimeout(r, natter.backoffMs));
+      await connectionLost();
     }
   }
 }
 
-// Reloads the online list after a reconnect.
-async function refreshOnline() {
+// Notes a failed round and sleeps for the next backoff step.
+async function connectionLost() {
+  if (natter.backoffMs === 0) notice("Connection lost; retrying…");
+  natter.backoffMs = Math.min(MAX_BACKOFF_MS,
+    Math.max(500, natter.backoffMs * 2));
+  setStatus("offline", "reconnecting…");
+  const jitter = Math.random() * 250;
+  await new Promise((r) => setTimeout(r, natter.backoffMs + jitter));
+}
+
+// After an outage: say so and reload the list, which may have changed.
+async function reconnected() {
+  natter.backoffMs = 0;
+  notice("Reconnected.");
+  publish("reconnected", {});
   const online = await api("/chat/online/");
   if (online.status === "ok") {
-    natter.online = new Set(online.response);
-    renderOnline();
+    setOnline(online.response);
+    publish("online", { nicks: online.response });
   }
 }
 
-// Sends the input line; Enter submits the form.
+// Takes over the long poll; the lock is held until the returned promise
+// settles, that is until the session ends or the tab closes.
+async function lead() {
+  natter.leader = true;
+  await pollLoop();
+}
+
+// Handles a message from another tab: a new tab's hello (the polling tab
+// answers with the connection state), or what the polling tab passes on.
+async function onTabMessage(event) {
+  const m = event.data;
+  if (m.kind === "hello") {
+    if (!natter.ended) publish("status", {
+      state: natter.status[0], text: natter.status[1],
+    });
+    return;
+  }
+  if (natter.leader || natter.ended) return;
+  switch (m.kind) {
+    case "events":
+      applyDelivery(m.events, m.gap);
+      break;
+    case "status":
+      setStatus(m.state, m.text);
+      // A tab that loaded while the server was down catches up now.
+      if (m.state === "online" && !natter.started) start().catch(() => {});
+      break;
+    case "online":
+      setOnline(m.nicks);
+      break;
+    case "reconnected":
+      notice("Reconnected.");
+      break;
+    case "resync":
+      natter.nextId = m.nextId;
+      await start().catch(() => {});
+      break;
+    case "ended":
+      endSession(m.text);
+      break;
+  }
+}
+
+// Joins the tabs of this browser: one polls, the others listen. Without
+// navigator.locks (plain http on a remote host) every tab polls itself.
+function shareOrPoll() {
+  if (!navigator.locks || !window.BroadcastChannel) {
+    natter.leader = true;
+    pollLoop();
+    return;
+  }
+  natter.channel = new BroadcastChannel("natter");
+  natter.channel.addEventListener("message", onTabMessage);
+  navigator.locks.request("natter-poll", lead);
+  natter.channel.postMessage({ kind: "hello" });
+}
+
+// Loads this tab's view, then joins the polling.
+async function boot() {
+  try {
+    const reply = await start();
+    if (reply.status !== "ok") await handleError(reply);
+    else setStatus("online", "connected");
+  } catch (err) {
+    setStatus("offline", "reconnecting…");
+  }
+  if (!natter.ended) shareOrPoll();
+}
+
+// Sends the input line; Enter submits the form, focus stays in the input.
 async function send(event) {
   event.preventDefault();
   const input = el("msg");
   const msg = input.value;
   if (msg.trim() === "") return;
+  input.value = "";
+  input.focus();
   try {
     const reply = await api("/chat/send_msg/", { msg });
-    if (reply.status === "ok") {
-      input.value = "";
-    } else if (reply.response === "bad_session") {
-      endSession("Your session has ended.");
-    } else {
-      addLine("system", Date.now(), "", "Not sent: " + reply.response);
+    if (reply.status === "ok") return;
+    if (reply.response === "bad_session") {
+      endSession(natter.notice || "Your session has ended.");
+      return;
     }
+    notice("Not sent (" + reply.response + ").");
   } catch (err) {
-    addLine("system", Date.now(), "", "Not sent: the server is unreachable.");
+    notice("Not sent: the server is unreachable.");
   }
-  input.focus();
+  if (input.value === "") input.value = msg;
 }
 
 // Leaves the room and goes back to the login page.
@@ -255,28 +413,32 @@ async function logout() {
   }
 }
 
+// Follows the reader's scrolling: stick to the bottom only when there.
+function onScroll() {
+  const log = el("log");
+  const gap = log.scrollHeight - log.scrollTop - log.clientHeight;
+  natter.stickToBottom = gap < 40;
+  if (natter.stickToBottom) el("jump").hidden = true;
+}
+
 // Wires up the page.
 function init() {
+  natter.me = el("me").textContent;
   el("say").addEventListener("submit", send);
   el("logout").addEventListener("click", logout);
-  const log = el("log");
-  log.addEventListener("scroll", () => {
-    const gap = log.scrollHeight - log.scrollTop - log.clientHeight;
-    natter.stickToBottom = gap < 40;
-    if (natter.stickToBottom) el("jump").hidden = true;
-  });
+  el("log").addEventListener("scroll", onScroll);
   el("jump").addEventListener("click", () => {
     natter.stickToBottom = true;
     keepInView();
     el("jump").hidden = true;
+    el("msg").focus();
   });
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) {
-      natter.unread = 0;
-      document.title = "Natter";
-    }
+    if (document.hidden) return;
+    natter.unread = 0;
+    document.title = "Natter";
   });
-  pollLoop();
+  boot();
 }
 
 init();

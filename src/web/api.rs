@@ -88,7 +88,7 @@ impl<'r> Responder<'r, 'static> for Envelope {
 
 /// The routes of the API.
 pub fn routes() -> Vec<Route> {
-    routes![start, online, wait, send_msg, leave_get, leave_post]
+    routes![start, online, history, wait, send_msg, leave_get, leave_post]
 }
 
 /// The id to start waiting from.
@@ -111,6 +111,21 @@ fn online(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
     };
     match room.users(session) {
         Ok(nicks) => Envelope::ok(json!(nicks)),
+        Err(e) => e.into(),
+    }
+}
+
+/// The room's recent chat lines, oldest first, as chat_msg events.
+#[get("/chat/history")]
+fn history(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
+    let Caller(Some(session)) = caller else {
+        return Envelope::bad_session();
+    };
+    match room.history(session) {
+        Ok(lines) => {
+            let events = lines.iter().map(|(id, e)| e.to_json(*id)).collect();
+            Envelope::ok(Value::Array(events))
+        }
         Err(e) => e.into(),
     }
 }
