@@ -10,6 +10,7 @@
 //! Joins, leaves and notices are not kept: the online list already says
 //! who is here, and a notice is meant for one reader.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::Batch;
@@ -29,6 +30,10 @@ pub struct History {
     /// The id the next line gets. Held while a line is written, so ids
     /// reach the tree in order.
     next: Mutex<u64>,
+    /// Lines below this id are on disk and may be shown; a line becomes
+    /// visible only once the message it belongs to was made durable, so
+    /// no reader sees a line that a crash could take back.
+    visible: AtomicU64,
 }
 
 impl History {
@@ -46,6 +51,7 @@ impl History {
             store,
             limit,
             next: Mutex::new(next),
+            visible: AtomicU64::new(next),
         })
     }
 
@@ -94,6 +100,12 @@ impl History {
         Ok(Some(id))
     }
 
+    /// Shows the line `id` (and every line before it) to readers; call it
+    /// once the write that recorded it is durable.
+    pub fn reveal(&self, id: u64) {
+        self.visible.fetch_max(id + 1, Ordering::AcqRel);
+    }
+
     /// Takes back a line whose message could not be sent. Its id is not
     /// handed out again.
     pub fn forget(&self, id: u64) -> Result<()> {
@@ -106,7 +118,8 @@ impl History {
     /// most `limit` of them, even if a larger limit once kept more.
     pub fn lines(&self) -> Result<Vec<(u64, Event)>> {
         let mut lines = Vec::new();
-        let newest_first = self.store.history.range(line_key(0)..).rev();
+        let visible = line_key(self.visible.load(Ordering::Acquire));
+        let newest_first = self.store.history.range(line_key(0)..visible).rev();
         for item in newest_first.take(self.limit as usize) {
             let (key, value) = item?;
             let id =

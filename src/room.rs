@@ -332,8 +332,10 @@ impl Room {
                 },
             ])
             .await;
-        if let (Err(_), Some(id)) = (&sent, line) {
-            self.history.forget(id)?;
+        match (&sent, line) {
+            (Ok(()), Some(id)) => self.history.reveal(id),
+            (Err(_), Some(id)) => self.history.forget(id)?,
+            (_, None) => {}
         }
         sent
     }
