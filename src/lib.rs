@@ -14,12 +14,14 @@
 //! - [`room`]: members, nicknames, chat, leaving and the idle sweep.
 //! - [`sweeper`]: the fairing that runs the idle sweep.
 //! - [`web`]: routes, guards, catchers and pages.
+//! - [`control`]: the loopback-only endpoint `natter backup` talks to.
 //! - [`config`], [`error`], [`logging`].
 
 #[macro_use]
 extern crate rocket;
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod logging;
@@ -86,4 +88,5 @@ pub fn build(
         .attach(Template::fairing())
         .attach(web::stage(settings))
         .attach(sweeper::stage(&room, interval))
+        .attach(control::stage(settings.data_path()))
 }
