@@ -18,9 +18,8 @@ pub struct Server {
     pub log: mpsc::Receiver<String>,
 }
 
-/// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
-/// until it listens.
-pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+/// The binary set up to run on `dir` with extra `ROCKET_*` variables.
+fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -34,7 +33,55 @@ pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("the natter binary starts");
+    command
+}
+
+/// What a run of the binary that ended by itself left behind.
+pub struct Exited {
+    pub success: bool,
+    /// Standard output and standard error together.
+    pub output: String,
+    pub took: Duration,
+}
+
+/// Runs the binary with `args` on `dir` until it exits by itself; panics
+/// if it is still running after `limit`.
+pub fn run(dir: &Path, args: &[&str], limit: Duration) -> Exited {
+    let started = std::time::Instant::now();
+    let mut child = command(dir, &[])
+        .args(args)
+        .spawn()
+        .expect("the natter binary starts");
+    let (lines, log) = mpsc::channel();
+    forward_lines(child.stdout.take().unwrap(), lines.clone());
+    forward_lines(child.stderr.take().unwrap(), lines);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for natter") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said: Vec<String> = log.try_iter().collect();
+            panic!("natter {args:?} still ran after {limit:?}: {said:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    // The forwarding threads end when the pipes close.
+    let output: Vec<String> = log.iter().collect();
+    Exited {
+        success: status.success(),
+        output: output.join("\n"),
+        took,
+    }
+}
+
+/// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
+/// until it listens.
+pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut child =
+        command(dir, env).spawn().expect("the natter binary starts");
 
     let (lines, log) = mpsc::channel();
     forward_lines(child.stdout.take().unwrap(), lines.clone());
@@ -85,6 +132,11 @@ impl Server {
     /// The base URL.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits for the exit; returns how long it took.
@@ -188,6 +240,33 @@ impl Session {
         Ok(res.into_json().expect("a JSON envelope"))
     }
 
+    /// GETs an API path; any failure (connection, status, body) is an
+    /// `Err` with a description, never a panic.
+    pub fn try_get(&self, path: &str) -> Result<Value, String> {
+        let res = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .call()
+            .map_err(|e| e.to_string())?;
+        res.into_json().map_err(|e| e.to_string())
+    }
+
+    /// POSTs a form like [`Session::try_get`] GETs.
+    pub fn try_post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Value, String> {
+        let res = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .send_form(form)
+            .map_err(|e| e.to_string())?;
+        res.into_json().map_err(|e| e.to_string())
+    }
+
     /// Sends a chat line and checks it was acknowledged.
     pub fn say(&self, msg: &str) {
         let reply = self.post("/chat/send_msg/", &[("msg", msg)]).unwrap();
@@ -200,6 +279,27 @@ impl Session {
         reply["response"]
             .as_u64()
             .unwrap_or_else(|| panic!("{reply}"))
+    }
+
+    /// Every event in the session's mailbox, oldest first, read through
+    /// waits from id 0 up to what /chat/start/ answers; panics on a gap
+    /// or an answer that is not events.
+    pub fn read_all(&self) -> Vec<Value> {
+        let end = self.start();
+        let mut events = Vec::new();
+        let mut from = 0;
+        while from < end {
+            let reply = self.wait(from);
+            assert!(reply.get("gap").is_none(), "a gap: {reply}");
+            let batch = reply["response"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not events: {reply}"));
+            for event in batch {
+                from = event["id"].as_u64().expect("an id") + 1;
+                events.push(event.clone());
+            }
+        }
+        events
     }
 
     /// One long poll from `from`.
