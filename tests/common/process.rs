@@ -205,6 +205,18 @@ impl Session {
         }
     }
 
+    /// A session whose cookie token is already known (from a fixture).
+    pub fn with_token(server: &Server, token: &str) -> Session {
+        Session {
+            agent: ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout(Duration::from_secs(60))
+                .build(),
+            base: server.url(""),
+            token: token.to_string(),
+        }
+    }
+
     /// The same session against another (restarted) server.
     pub fn on(&self, server: &Server) -> Session {
         Session {
