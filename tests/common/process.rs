@@ -182,12 +182,17 @@ pub struct Session {
 impl Session {
     /// Logs in as `nick`.
     pub fn login(server: &Server, nick: &str) -> Session {
+        Session::login_at(&server.url(""), nick)
+    }
+
+    /// Logs in as `nick` at a base URL such as `http://127.0.0.1:8000`.
+    pub fn login_at(base: &str, nick: &str) -> Session {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout(Duration::from_secs(60))
             .build();
         let res = agent
-            .post(&server.url("/login/"))
+            .post(&format!("{base}/login/"))
             .send_form(&[("nick", nick)])
             .expect("login answers");
         assert_eq!(res.status(), 303, "login of {nick}");
@@ -200,7 +205,7 @@ impl Session {
             .to_string();
         Session {
             agent,
-            base: server.url(""),
+            base: base.to_string(),
             token,
         }
     }
