@@ -251,7 +251,8 @@ impl Store {
     }
 
     /// Copies every tree into a new sled directory at `dest` (which must
-    /// not exist or be empty) and flushes it.
+    /// not exist or be empty), flushes it, and only then marks it with the
+    /// format file, so an interrupted backup cannot be restored.
     ///
     /// Writers wait while the trees are copied, so the copy holds every
     /// write completed before it began and none half done. It blocks for
@@ -315,9 +316,12 @@ const COPY_CACHE: u64 = 16 * 1024 * 1024;
 /// Refuses a `src` that is not a sled directory or is in use, and a
 /// `dest` that holds anything.
 pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
-    if !src.join("db").is_file() || !src.join("conf").is_file() {
+    // The mark is written last, so a backup cut short has none.
+    let complete = src.join("db").is_file() && read_format_mark(src)?;
+    if !complete {
         return Err(Error::Copy(format!(
-            "{} is not a Natter backup (no sled `db` and `conf` files)",
+            "{} is not a Natter backup, or one that was cut short (no sled \
+             `db` file or no `{FORMAT_FILE}` mark)",
             src.display()
         )));
     }

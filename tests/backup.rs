@@ -178,6 +178,21 @@ fn backup_and_restore_refuse_to_overwrite_anything() {
         "{}",
         not_backup.output
     );
+    let inside = dir.join("backup");
+    let refused = natter(&dir, &["backup", inside.to_str().unwrap()]);
+    assert!(!refused.success);
+    assert!(
+        refused.output.contains("inside the data"),
+        "{}",
+        refused.output
+    );
+
+    // A backup cut short (here: without its final mark) is refused.
+    std::fs::remove_file(backup.join("natter-format")).unwrap();
+    let cut = natter(&empty, &["restore", backup.to_str().unwrap()]);
+    assert!(!cut.success);
+    assert!(cut.output.contains("cut short"), "{}", cut.output);
+    assert!(!empty.exists(), "the data directory was created");
     server.terminate();
 }
 
