@@ -12,7 +12,10 @@
 //! - `clients`: `session` -> the client record (nick, host, token hash).
 //!
 //! Values are bincode of versioned enums, so a later release can still read
-//! what this one wrote; keys are plain big-endian bytes.
+//! what this one wrote; keys are plain big-endian bytes. The file
+//! `natter-format` beside sled's own marks the directory as Natter's and
+//! names the record format, so damaged sled files are told apart from a
+//! new directory and refused (see [`Store::open`]).
 //!
 //! Backups are made here as well: [`Store::backup_to`] pauses every writer
 //! (see [`Store::writing`]) and copies every tree, whatever its name, into
@@ -159,8 +162,11 @@ impl Store {
     /// Opens (or creates) the data directory.
     ///
     /// Fails with [`Error::Locked`] when another process has it open, and
-    /// with the storage error when the data cannot be read; it never falls
-    /// back to an empty database.
+    /// with [`Error::Unreadable`] when it holds files but no sled database,
+    /// carries a format this release does not know, or carries the format
+    /// mark but sled opens it without Natter's trees (wiped or damaged
+    /// files); it never falls back to an empty database. Records are
+    /// decoded by the callers that load them ([`Error::Corrupt`]).
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store> {
         check_data_dir(path)?;
         let marked = read_format_mark(path)?;
