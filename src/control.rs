@@ -4,13 +4,13 @@
 //!
 //! At lift-off the server writes `natter-control` into the data directory
 //! (mode 0600, so only the server's user can read it): the loopback
-//! address and port it answers on and a fresh random token. `POST /control/backup` answers
-//! only a request whose TCP peer is a loopback address (the peer itself,
-//! never a header a proxy could fill in) and that carries the token in
-//! `X-Natter-Token`, compared in constant time. The body is the absolute
-//! path of the backup directory. The file is removed at shutdown; one left
-//! by a crash names an address nobody answers on, and is rewritten at the next
-//! start.
+//! address and port it answers on and a fresh random token.
+//! `POST /control/backup` answers only a request whose TCP peer is a
+//! loopback address (the peer itself, never a header a proxy could fill
+//! in) and that carries the token in `X-Natter-Token`, compared in
+//! constant time. The body is the absolute path of the backup directory.
+//! The file is removed at shutdown; one left by a crash names an address
+//! nobody answers on, and is rewritten at the next start.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -198,7 +198,8 @@ async fn backup(
             (Status::BadRequest, error_json(&e.to_string()))
         }
         Ok(Err(e)) => {
-            tracing::error!(dest = %dest.display(), error = %e, "backup failed");
+            let dest = dest.display();
+            tracing::error!(%dest, error = %e, "backup failed");
             (Status::ServiceUnavailable, error_json(&e.to_string()))
         }
         Err(e) => {
