@@ -42,6 +42,18 @@ pub enum Error {
     )]
     Locked(String),
 
+    /// The data directory holds something that cannot be read; the
+    /// server refuses to start rather than start empty.
+    #[error(
+        "cannot read the data directory {path}: {why}; refusing to start \
+         (restore a backup or move the directory away)"
+    )]
+    Unreadable { path: String, why: String },
+
+    /// A backup or restore was refused or failed before it copied.
+    #[error("{0}")]
+    Copy(String),
+
     /// The mailbox already exists.
     #[error("mailbox {0} already exists")]
     MailboxExists(u64),

@@ -19,6 +19,7 @@
 //!   constant-time password check, all in memory.
 //! - [`sweeper`]: the fairing that runs the idle sweep.
 //! - [`web`]: routes, guards, catchers and pages.
+//! - [`control`]: the loopback-only endpoint `natter backup` talks to.
 //! - [`config`], [`error`], [`logging`].
 
 #[macro_use]
@@ -26,6 +27,7 @@ extern crate rocket;
 
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod history;
@@ -125,4 +127,5 @@ pub fn build(
         .attach(Template::fairing())
         .attach(web::stage(settings))
         .attach(sweeper::stage(&room, interval))
+        .attach(control::stage(settings.data_path()))
 }

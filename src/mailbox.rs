@@ -125,37 +125,50 @@ pub struct PostOffice {
 }
 
 impl PostOffice {
-    /// Loads every mailbox head from the store.
-    ///
-    /// Each head is the first key of its session's range, so this seeks
-    /// from mailbox to mailbox instead of reading every event.
+    /// Loads every mailbox from the store, reading each stored record once
+    /// so that one that cannot be decoded stops the start-up (with its
+    /// tree and key) instead of failing a poll later.
     pub fn load(store: Arc<Store>, capacity: u64) -> Result<PostOffice> {
         let tree = &store.mailboxes;
         let mut boxes = HashMap::new();
-        let mut cursor = Some(0u64);
-        while let Some(from) = cursor {
-            let Some((key, value)) =
-                tree.range(head_key(from)..).next().transpose()?
-            else {
-                break;
-            };
+        let mut headless = Vec::new();
+        // The mailbox whose events come next: (session, next id, oldest).
+        let mut open: Option<(SessionId, u64, Option<u64>)> = None;
+        for item in tree.iter() {
+            let (key, value) = item?;
             let session = be_u64(&key).ok_or_else(|| corrupt(&key))?;
-            cursor = session.checked_add(1);
-            if key.len() != 8 {
-                // Events without a head: left by an interrupted delete.
-                tracing::warn!(
-                    session,
-                    "removing events of a headless mailbox"
-                );
-                remove_events(tree, session)?;
-                continue;
+            match key.len() {
+                8 => {
+                    let StoredHead::V1 { next_id } =
+                        decode(MAILBOXES, &key, &value)?;
+                    if let Some(done) = open.replace((session, next_id, None)) {
+                        boxes.insert(done.0, loaded(done));
+                    }
+                }
+                16 => {
+                    let _: StoredEvent = decode(MAILBOXES, &key, &value)?;
+                    let id = be_u64(&key[8..]).ok_or_else(|| corrupt(&key))?;
+                    match &mut open {
+                        Some((s, _, oldest)) if *s == session => {
+                            oldest.get_or_insert(id);
+                        }
+                        _ if headless.last() != Some(&session) => {
+                            headless.push(session)
+                        }
+                        _ => {}
+                    }
+                }
+                _ => return Err(corrupt(&key)),
             }
-            let StoredHead::V1 { next_id } = decode(MAILBOXES, &key, &value)?;
-            let oldest = first_event_id(tree, session)?.unwrap_or(next_id);
-            boxes.insert(
-                session,
-                Arc::new(Mailbox::new(session, next_id, oldest)),
-            );
+        }
+        if let Some(done) = open {
+            boxes.insert(done.0, loaded(done));
+        }
+
+        // Events without a head: left by an interrupted delete.
+        for session in headless {
+            tracing::warn!(session, "removing events of a headless mailbox");
+            remove_events(tree, session)?;
         }
         Ok(PostOffice {
             store,
@@ -424,16 +437,12 @@ fn recipients<'a>(
     }
 }
 
-/// The id of the oldest event kept for a session.
-fn first_event_id(
-    tree: &sled::Tree,
-    session: SessionId,
-) -> Result<Option<u64>> {
-    let range = event_key(session, 0)..=event_key(session, u64::MAX);
-    match tree.range(range).keys().next().transpose()? {
-        Some(key) => Ok(Some(be_u64(&key[8..]).ok_or_else(|| corrupt(&key))?)),
-        None => Ok(None),
-    }
+/// A mailbox as loaded: its session, next id and oldest event id (none
+/// when it is empty).
+fn loaded(
+    (session, next_id, oldest): (SessionId, u64, Option<u64>),
+) -> Arc<Mailbox> {
+    Arc::new(Mailbox::new(session, next_id, oldest.unwrap_or(next_id)))
 }
 
 /// Removes every event of a session (not its head).

@@ -1,8 +1,12 @@
-//! The `natter` binary: parses the command line and launches the server.
+//! The `natter` binary: parses the command line and launches the server,
+//! or takes or restores a backup of its data directory.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use natter::error::Error;
+use natter::store::CopyReport;
 
 /// A self-hosted web chat server that keeps every event on disk.
 #[derive(Parser)]
@@ -16,6 +20,13 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Write a consistent copy of the data directory into DEST, a new or
+    /// empty directory. A running server is asked to make it (writers
+    /// pause meanwhile); otherwise the directory is read directly.
+    Backup { dest: PathBuf },
+    /// Fill the empty data directory from a backup made by `backup` (or a
+    /// copy of a stopped server's directory). The server must be stopped.
+    Restore { src: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -23,6 +34,56 @@ fn main() -> ExitCode {
     natter::logging::init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
+        Command::Backup { dest } => copy("backup", |data| backup(data, &dest)),
+        Command::Restore { src } => {
+            copy("restore", |data| natter::store::restore(&src, data))
+        }
+    }
+}
+
+/// Runs a backup or restore against the configured data directory and
+/// reports what it copied.
+fn copy(
+    what: &str,
+    run: impl FnOnce(&Path) -> natter::error::Result<CopyReport>,
+) -> ExitCode {
+    let data = match natter::settings(&natter::figment()) {
+        Ok(settings) => settings.data_path(),
+        Err(e) => {
+            eprintln!("natter: {what} failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&data) {
+        Ok(report) => {
+            println!(
+                "natter: {what} done: {} records in {} trees",
+                report.records, report.trees
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("natter: {what} failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads a stopped server's directory directly; asks a running one.
+fn backup(data: &Path, dest: &Path) -> natter::error::Result<CopyReport> {
+    let inside = std::path::absolute(dest)
+        .ok()
+        .zip(std::path::absolute(data).ok())
+        .is_some_and(|(dest, data)| dest.starts_with(data));
+    if inside {
+        return Err(Error::Copy(format!(
+            "{} is inside the data directory; back up to somewhere else",
+            dest.display()
+        )));
+    }
+    match natter::store::backup_stopped(data, dest) {
+        Err(Error::Locked(_)) => natter::control::request_backup(data, dest),
+        other => other,
     }
 }
 

@@ -18,7 +18,16 @@
 //!   range scan from id 0 reads them oldest first without meeting the head.
 //!
 //! Values are bincode of versioned enums, so a later release can still read
-//! what this one wrote; keys are plain big-endian bytes.
+//! what this one wrote; keys are plain big-endian bytes. The file
+//! `natter-format` beside sled's own marks the directory as Natter's and
+//! names the record format, so damaged sled files are told apart from a
+//! new directory and refused (see [`Store::open`]).
+//!
+//! Backups are made here as well: [`Store::backup_to`] pauses every writer
+//! (see [`Store::writing`]) and copies every tree, whatever its name, into
+//! a new sled directory; [`restore`] copies such a directory into an empty
+//! data directory. Both go tree by tree through `tree_names`, so trees
+//! that later releases add are carried along without a change here.
 //!
 //! Durability is owned here too: [`Store::commit`] waits until one shared
 //! flusher thread has made everything written so far durable (group
@@ -184,34 +193,57 @@ pub struct Store {
     /// Held shared by every write and exclusively by a backup, so a backup
     /// never copies a write half done (sled 0.34 has no snapshots).
     write_gate: RwLock<()>,
+    /// No session id below this is handed out: one above every session on
+    /// record, so ids stay unique in a directory filled by a restore
+    /// (sled's own id counter starts again at 0 there).
+    id_floor: Mutex<u64>,
     flusher: Flusher,
+}
+
+/// What a backup or restore copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Trees copied, sled's default tree included.
+    pub trees: usize,
+    /// Key-value pairs copied over all trees.
+    pub records: u64,
 }
 
 impl Store {
     /// Opens (or creates) the data directory.
     ///
     /// Fails with [`Error::Locked`] when another process has it open, and
-    /// with the storage error when the data cannot be read; it never falls
-    /// back to an empty database.
+    /// with [`Error::Unreadable`] when it holds files but no sled database,
+    /// carries a format this release does not know, or carries the format
+    /// mark but sled opens it without Natter's trees (wiped or damaged
+    /// files); it never falls back to an empty database. Records are
+    /// decoded by the callers that load them ([`Error::Corrupt`]).
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.to_string().contains("could not acquire lock") =>
-                {
-                    Error::Locked(path.display().to_string())
-                }
-                _ => Error::Storage(e),
-            })?;
+        check_data_dir(path)?;
+        let marked = read_format_mark(path)?;
+        let db = open_db(path, cache_capacity)?;
+        let has_trees = db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == MAILBOXES.as_bytes());
+        if !has_trees && (marked || db.was_recovered()) {
+            return Err(unreadable(
+                path,
+                "sled opened it without Natter's `mailboxes` tree, so its \
+                 files are damaged or are not Natter's",
+            ));
+        }
 
         let mailboxes = db.open_tree(MAILBOXES)?;
         let clients = db.open_tree(CLIENTS)?;
         let bans = db.open_tree(BANS)?;
         let history = db.open_tree(HISTORY)?;
+        if !marked {
+            // From now on the directory counts as holding data.
+            db.flush()?;
+            write_format_mark(path)?;
+        }
+        let id_floor = Mutex::new(first_free_session(&mailboxes, &clients)?);
         let flusher = Flusher::start(db.clone());
         Ok(Store {
             db,
@@ -220,6 +252,7 @@ impl Store {
             bans,
             history,
             write_gate: RwLock::new(()),
+            id_floor,
             flusher,
         })
     }
@@ -240,9 +273,13 @@ impl Store {
 
     /// A new session id, never handed out before in this directory.
     ///
-    /// sled may skip ids after a crash; they are never reused.
+    /// sled may skip ids after a crash. An id is never that of a session on
+    /// record, also after a restore.
     pub fn new_session_id(&self) -> Result<SessionId> {
-        Ok(self.db.generate_id()?)
+        let mut floor = self.id_floor.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.db.generate_id()?.max(*floor);
+        *floor = id + 1;
+        Ok(id)
     }
 
     /// Marks a write as done in memory and returns the ticket that
@@ -322,6 +359,215 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Copies every tree into a new sled directory at `dest` (which must
+    /// not exist or be empty), flushes it, and only then marks it with the
+    /// format file, so an interrupted backup cannot be restored.
+    ///
+    /// Writers wait while the trees are copied, so the copy holds every
+    /// write completed before it began and none half done. It blocks for
+    /// the whole copy: call it from a blocking thread.
+    pub fn backup_to(&self, dest: &Path) -> Result<CopyReport> {
+        check_empty_target(dest)?;
+        let target = open_db(dest, COPY_CACHE)?;
+        let report = {
+            let _paused = self.pause_writes();
+            copy_trees(&self.db, &target)?
+        };
+        target.flush()?;
+        write_format_mark(dest)?;
+        Ok(report)
+    }
+}
+
+/// The file beside sled's own that marks a directory as Natter's and
+/// names the format of its records. A directory with the mark whose sled
+/// files open without Natter's trees was damaged, not new.
+pub const FORMAT_FILE: &str = "natter-format";
+
+/// The record format this release writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// Whether the directory carries the format mark; refuses a format this
+/// release does not know.
+fn read_format_mark(path: &Path) -> Result<bool> {
+    let text = match std::fs::read_to_string(path.join(FORMAT_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(unreadable(path, &e.to_string())),
+    };
+    match text.trim().parse::<u32>() {
+        Ok(FORMAT) => Ok(true),
+        Ok(other) => Err(unreadable(
+            path,
+            &format!(
+                "its records are in format {other}, this release reads \
+                 format {FORMAT}"
+            ),
+        )),
+        Err(_) => Err(unreadable(
+            path,
+            &format!("{FORMAT_FILE} does not hold a format number"),
+        )),
+    }
+}
+
+fn write_format_mark(path: &Path) -> Result<()> {
+    std::fs::write(path.join(FORMAT_FILE), format!("{FORMAT}\n"))
+        .map_err(|e| unreadable(path, &format!("cannot write the mark: {e}")))
+}
+
+/// Page cache of the sled directory a copy writes or reads.
+const COPY_CACHE: u64 = 16 * 1024 * 1024;
+
+/// Copies a backup (or the directory of a stopped server) at `src` into
+/// the empty or missing data directory `dest`, and flushes it.
+///
+/// Refuses a `src` that is not a sled directory or is in use, and a
+/// `dest` that holds anything.
+pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
+    // The mark is written last, so a backup cut short has none.
+    let complete = src.join("db").is_file() && read_format_mark(src)?;
+    if !complete {
+        return Err(Error::Copy(format!(
+            "{} is not a Natter backup, or one that was cut short (no sled \
+             `db` file or no `{FORMAT_FILE}` mark)",
+            src.display()
+        )));
+    }
+    check_empty_target(dest).map_err(|_| {
+        Error::Copy(format!(
+            "the data directory {} is not empty; stop the server and move \
+             it away first, a restore only fills an empty one",
+            dest.display()
+        ))
+    })?;
+    let source = open_db(src, COPY_CACHE)?;
+    let target = open_db(dest, COPY_CACHE)?;
+    let report = copy_trees(&source, &target)?;
+    target.flush()?;
+    write_format_mark(dest)?;
+    Ok(report)
+}
+
+/// Backs up the data directory of a stopped server: opens it (which fails
+/// with [`Error::Locked`] while a server runs) and copies it to `dest`.
+pub fn backup_stopped(data: &Path, dest: &Path) -> Result<CopyReport> {
+    if !data.join("db").is_file() {
+        return Err(Error::Copy(format!(
+            "there is no Natter data directory at {}",
+            data.display()
+        )));
+    }
+    Store::open(data, COPY_CACHE)?.backup_to(dest)
+}
+
+/// Opens a sled directory, telling a lock held by another process apart
+/// from other failures.
+fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(|e| match &e {
+            sled::Error::Io(io)
+                if io.to_string().contains("could not acquire lock") =>
+            {
+                Error::Locked(path.display().to_string())
+            }
+            sled::Error::Io(_) => Error::Storage(e),
+            _ => unreadable(path, &e.to_string()),
+        })
+}
+
+fn unreadable(path: &Path, why: &str) -> Error {
+    Error::Unreadable {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Refuses a directory that holds files but no sled database: sled would
+/// otherwise start an empty one beside them.
+fn check_data_dir(path: &Path) -> Result<()> {
+    if !path.exists() || path.join("db").is_file() {
+        return Ok(());
+    }
+    if path.join(FORMAT_FILE).is_file() {
+        return Err(unreadable(path, "its sled `db` file is missing"));
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| unreadable(path, &e.to_string()))?;
+    if entries.count() > 0 {
+        return Err(unreadable(path, "it holds files but no sled `db` file"));
+    }
+    Ok(())
+}
+
+/// A copy goes only into a directory that is missing or empty.
+fn check_empty_target(dest: &Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dest) else {
+        if dest.exists() {
+            return Err(Error::Copy(format!(
+                "{} exists and is not a readable directory",
+                dest.display()
+            )));
+        }
+        return Ok(());
+    };
+    if entries.next().is_some() {
+        return Err(Error::Copy(format!(
+            "{} is not empty; choose a new or empty directory",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies every tree of `from` into `to`, in batches.
+fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<CopyReport> {
+    const BATCH: usize = 4096;
+    let mut report = CopyReport {
+        trees: 0,
+        records: 0,
+    };
+    for name in from.tree_names() {
+        let source = from.open_tree(&name)?;
+        let target = to.open_tree(&name)?;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        for item in source.iter() {
+            let (key, value) = item?;
+            batch.insert(key, value);
+            pending += 1;
+            if pending == BATCH {
+                target.apply_batch(std::mem::take(&mut batch))?;
+                report.records += pending as u64;
+                pending = 0;
+            }
+        }
+        target.apply_batch(batch)?;
+        report.records += pending as u64;
+        report.trees += 1;
+    }
+    Ok(report)
+}
+
+/// One more than the highest session id on record in either tree.
+fn first_free_session(
+    mailboxes: &sled::Tree,
+    clients: &sled::Tree,
+) -> Result<SessionId> {
+    let mut floor = 0;
+    for tree in [mailboxes, clients] {
+        if let Some((key, _)) = tree.last()? {
+            if let Some(session) = be_u64(&key) {
+                floor = floor.max(session.saturating_add(1));
+            }
+        }
+    }
+    Ok(floor)
 }
 
 impl Drop for Store {

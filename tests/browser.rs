@@ -52,10 +52,6 @@ const SCROLL: &str = "const log = document.getElementById('log'); \
     return [log.scrollTop, !document.getElementById('jump').hidden, \
     log.scrollHeight, log.clientHeight];";
 
-/// Settings for a scenario that sends more lines than the rate limit
-/// lets one person send in a few seconds.
-const UNLIMITED: &[(&str, &str)] = &[("ROCKET_RATE_LIMIT_MESSAGES", "0")];
-
 /// A fresh data directory, kept until the screenshots are taken.
 fn data_dir(keep: &Keeper) -> PathBuf {
     let (guard, dir) = process::data_dir();
@@ -459,7 +455,7 @@ async fn a_390_pixel_wide_window_is_usable() {
         "a_390_pixel_wide_window_is_usable",
         &[PHONE, DESKTOP],
         |pages, keep| async move {
-            let (server, _) = serve(&keep, UNLIMITED);
+            let (server, _) = serve(&keep, &process::UNLIMITED);
             let base = server.url("");
             let (ann, bob) = (&pages[0], &pages[1]);
 

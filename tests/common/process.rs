@@ -20,9 +20,8 @@ pub struct Server {
     pub startup: Vec<String>,
 }
 
-/// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
-/// until it listens.
-pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+/// The binary set up to run on `dir` with extra `ROCKET_*` variables.
+fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -36,7 +35,62 @@ pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("the natter binary starts");
+    command
+}
+
+/// What a run of the binary that ended by itself left behind.
+pub struct Exited {
+    pub success: bool,
+    /// Standard output and standard error together.
+    pub output: String,
+    pub took: Duration,
+}
+
+/// Runs the binary with `args` on `dir` until it exits by itself; panics
+/// if it is still running after `limit`.
+pub fn run(dir: &Path, args: &[&str], limit: Duration) -> Exited {
+    let started = std::time::Instant::now();
+    let mut child = command(dir, &[])
+        .args(args)
+        .spawn()
+        .expect("the natter binary starts");
+    let (lines, log) = mpsc::channel();
+    forward_lines(child.stdout.take().unwrap(), lines.clone());
+    forward_lines(child.stderr.take().unwrap(), lines);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for natter") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said: Vec<String> = log.try_iter().collect();
+            panic!("natter {args:?} still ran after {limit:?}: {said:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    // The forwarding threads end when the pipes close.
+    let output: Vec<String> = log.iter().collect();
+    Exited {
+        success: status.success(),
+        output: output.join("\n"),
+        took,
+    }
+}
+
+/// Settings for tests that send faster, or log in more sessions from
+/// one address, than the shipped rate limit and per-host cap allow.
+pub const UNLIMITED: [(&str, &str); 2] = [
+    ("ROCKET_RATE_LIMIT_MESSAGES", "0"),
+    ("ROCKET_MAX_SESSIONS_PER_HOST", "0"),
+];
+
+/// Starts the binary on `dir` with extra `ROCKET_*` variables, and waits
+/// until it listens.
+pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut child =
+        command(dir, env).spawn().expect("the natter binary starts");
 
     let (lines, log) = mpsc::channel();
     forward_lines(child.stdout.take().unwrap(), lines.clone());
@@ -98,6 +152,11 @@ impl Server {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns how long it took.
     pub fn terminate(mut self) -> Duration {
         let started = std::time::Instant::now();
@@ -141,12 +200,17 @@ pub struct Session {
 impl Session {
     /// Logs in as `nick`.
     pub fn login(server: &Server, nick: &str) -> Session {
+        Session::login_at(&server.url(""), nick)
+    }
+
+    /// Logs in as `nick` at a base URL such as `http://127.0.0.1:8000`.
+    pub fn login_at(base: &str, nick: &str) -> Session {
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
             .timeout(Duration::from_secs(60))
             .build();
         let res = agent
-            .post(&server.url("/login/"))
+            .post(&format!("{base}/login/"))
             .send_form(&[("nick", nick)])
             .expect("login answers");
         assert_eq!(res.status(), 303, "login of {nick}");
@@ -159,8 +223,20 @@ impl Session {
             .to_string();
         Session {
             agent,
-            base: server.url(""),
+            base: base.to_string(),
             token,
+        }
+    }
+
+    /// A session whose cookie token is already known (from a fixture).
+    pub fn with_token(server: &Server, token: &str) -> Session {
+        Session {
+            agent: ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout(Duration::from_secs(60))
+                .build(),
+            base: server.url(""),
+            token: token.to_string(),
         }
     }
 
@@ -199,6 +275,33 @@ impl Session {
         Ok(res.into_json().expect("a JSON envelope"))
     }
 
+    /// GETs an API path; any failure (connection, status, body) is an
+    /// `Err` with a description, never a panic.
+    pub fn try_get(&self, path: &str) -> Result<Value, String> {
+        let res = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .call()
+            .map_err(|e| e.to_string())?;
+        res.into_json().map_err(|e| e.to_string())
+    }
+
+    /// POSTs a form like [`Session::try_get`] GETs.
+    pub fn try_post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Value, String> {
+        let res = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Cookie", &format!("chat_sess={}", self.token))
+            .send_form(form)
+            .map_err(|e| e.to_string())?;
+        res.into_json().map_err(|e| e.to_string())
+    }
+
     /// Sends a chat line and checks it was acknowledged.
     pub fn say(&self, msg: &str) {
         let reply = self.post("/chat/send_msg/", &[("msg", msg)]).unwrap();
@@ -211,6 +314,27 @@ impl Session {
         reply["response"]
             .as_u64()
             .unwrap_or_else(|| panic!("{reply}"))
+    }
+
+    /// Every event in the session's mailbox, oldest first, read through
+    /// waits from id 0 up to what /chat/start/ answers; panics on a gap
+    /// or an answer that is not events.
+    pub fn read_all(&self) -> Vec<Value> {
+        let end = self.start();
+        let mut events = Vec::new();
+        let mut from = 0;
+        while from < end {
+            let reply = self.wait(from);
+            assert!(reply.get("gap").is_none(), "a gap: {reply}");
+            let batch = reply["response"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not events: {reply}"));
+            for event in batch {
+                from = event["id"].as_u64().expect("an id") + 1;
+                events.push(event.clone());
+            }
+        }
+        events
     }
 
     /// One long poll from `from`.
