@@ -1,6 +1,6 @@
 //! The stored format of this release, pinned by golden bytes: every kind
-//! of record the core stores (mailbox head, each event kind, client
-//! record) as bincode of its versioned enum. A later release must still
+//! of record Natter stores (mailbox head, each event kind, client record,
+//! ban, history line) as bincode of its versioned enum. A later release must still
 //! decode these; changing a record means a new variant, a migration, and
 //! new golden bytes beside these, never editing them.
 
@@ -10,8 +10,9 @@ use common::process::{self, Session};
 use natter::error::Error;
 use natter::event::{Event, EventKind};
 use natter::store::{
-    decode, encode, event_key, head_key, ClientRecord, Ended, StoredClient,
-    StoredEvent, StoredHead, CLIENTS, FORMAT, FORMAT_FILE, MAILBOXES,
+    decode, encode, event_key, head_key, line_key, BanRecord, ClientRecord,
+    Ended, StoredBan, StoredClient, StoredEvent, StoredHead, StoredLine, BANS,
+    CLIENTS, FORMAT, FORMAT_FILE, HISTORY, HISTORY_HEAD, MAILBOXES,
 };
 use serde_json::json;
 
@@ -42,6 +43,18 @@ const CLIENT: &str = "000000000400000000000000476f6c6409000000000000003132372e\
 const ENDED_CLIENT: &str = "0000000003000000000000004f6c640900000000000000313\
      2372e302e302e313d4ee2c2c5688ef85fd7e49d2e45fa8c1a2df490ae0b9e0a119fa9c\
      9e33ba55f0101070000000000000074696d656f75748059aee59a010000";
+
+/// A ban of 127.0.0.1 until ts 1764790000000 + 10^12 (2057), placed by
+/// Root on Bob for "spam".
+const BAN: &str = "00000000806953ba83020000040000000000000073706\
+     16d0300000000000000426f620400000000000000526f6f74";
+
+/// A history line: Bob said "hi é" at ts 1764790000000.
+const LINE: &str = "000000008059aee59a0100000300000000000000426f620500000\
+     000000000686920c3a9";
+
+/// The history head: the next line id is 1.
+const HISTORY_NEXT: &str = "000000000100000000000000";
 
 const TS: u64 = 1_764_790_000_000;
 
@@ -138,6 +151,25 @@ fn every_record_kind_of_format_one_decodes() {
         encode(&StoredClient::V1(expected)).unwrap(),
         bytes(ENDED_CLIENT)
     );
+
+    let host = b"127.0.0.1";
+    let StoredBan::V1(ban) = decode(BANS, host, &bytes(BAN)).unwrap();
+    assert_eq!(ban, golden_ban());
+    assert_eq!(encode(&StoredBan::V1(golden_ban())).unwrap(), bytes(BAN));
+
+    let line: StoredLine = decode(HISTORY, &line_key(0), &bytes(LINE)).unwrap();
+    let StoredLine::V1 { ts_ms, nick, msg } = &line;
+    assert_eq!((*ts_ms, nick.as_str(), msg.as_str()), (TS, "Bob", "hi é"));
+    assert_eq!(encode(&line).unwrap(), bytes(LINE));
+}
+
+fn golden_ban() -> BanRecord {
+    BanRecord {
+        until_ms: TS + 1_000_000_000_000,
+        reason: "spam".into(),
+        nick: "Bob".into(),
+        by: "Root".into(),
+    }
 }
 
 /// A cut-off record is an error naming its tree and key, not a panic and
@@ -173,6 +205,11 @@ fn the_binary_serves_a_directory_of_golden_records() {
         }
         let clients = db.open_tree(CLIENTS).unwrap();
         clients.insert(head_key(5), bytes(CLIENT)).unwrap();
+        let bans = db.open_tree(BANS).unwrap();
+        bans.insert("127.0.0.1", bytes(BAN)).unwrap();
+        let history = db.open_tree(HISTORY).unwrap();
+        history.insert(HISTORY_HEAD, bytes(HISTORY_NEXT)).unwrap();
+        history.insert(line_key(0), bytes(LINE)).unwrap();
         db.flush().unwrap();
     }
     std::fs::write(dir.join(FORMAT_FILE), "1\n").unwrap();
@@ -197,7 +234,23 @@ fn the_binary_serves_a_directory_of_golden_records() {
         json!({"id": 6, "t": "admin_logged_out", "d": "Root", "ts": TS + 6}),
     ];
     assert_eq!(events, expected);
+    assert_eq!(
+        gold.get("/chat/history/").unwrap()["response"],
+        json!([{"id": 0, "t": "chat_msg",
+                "d": {"nick": "Bob", "msg": "hi é"}, "ts": TS}])
+    );
     gold.say("still writing format 1");
     assert_eq!(gold.start(), 8);
+    let history = gold.get("/chat/history/").unwrap();
+    assert_eq!(history["response"][1]["id"], 1, "{history}");
+
+    // The golden ban still holds: 127.0.0.1 cannot log in again.
+    let refused =
+        ureq::post(&server.url("/login/")).send_form(&[("nick", "Another")]);
+    let page = match refused {
+        Err(ureq::Error::Status(403, res)) => res.into_string().unwrap(),
+        other => panic!("a login from a banned host: {other:?}"),
+    };
+    assert!(page.to_lowercase().contains("banned"), "{page}");
     server.terminate();
 }
