@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,24 @@ struct Args {
     /// Logins in flight at once while setting up.
     #[arg(long, default_value_t = 32)]
     login_concurrency: usize,
+    /// Restart mode: fill a data directory with `--listeners` sessions of
+    /// `--messages` stored events each, stop the server, then time each of
+    /// `--runs` launches until /chat/start/ answers.
+    #[arg(long)]
+    restart: bool,
+    /// In restart mode, stop the server with SIGKILL (a crash) instead of
+    /// SIGTERM.
+    #[arg(long)]
+    crash: bool,
+    /// A command to start the server under, split at spaces (for example
+    /// "valgrind --tool=callgrind"); CPU and memory figures then describe
+    /// the wrapper.
+    #[arg(long)]
+    wrap: Option<String>,
+    /// Run even though this is a debug build (the server it starts is then
+    /// a debug build too, and its figures mean nothing).
+    #[arg(long)]
+    allow_debug: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -71,6 +89,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    check_release_build(&args);
     let cores = cores();
     if let Some(cpu) = args.client_cpu {
         pin(std::process::id(), cpu);
@@ -78,7 +97,16 @@ fn main() {
     warn_about_fd_limit(args.listeners + args.senders);
 
     let fsync_us = fsync_latency_us();
-    println!("machine: {cores} cores, fsync median {fsync_us} us");
+    println!(
+        "machine: {cores} cores, fsync median {fsync_us} us, load average \
+         {}; server {}",
+        load_average(),
+        server_binary().display()
+    );
+    if args.restart {
+        restart::main(&args, fsync_us);
+        return;
+    }
     let mut reports = Vec::new();
     for run in 1..=args.runs {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,7 +114,8 @@ fn main() {
             .build()
             .expect("a tokio runtime");
         let local = tokio::task::LocalSet::new();
-        let report = local.block_on(&runtime, run_once(&args));
+        let mut report = local.block_on(&runtime, run_once(&args));
+        report.load_average = load_average();
         println!("run {run}: {}", report.text());
         reports.push(report);
     }
@@ -94,7 +123,38 @@ fn main() {
     println!("median of {}: {}", reports.len(), median.text());
     let mut line = median.json(&args);
     line["fsync_median_us"] = json!(fsync_us);
+    line["runs"] = json!(reports.len());
+    line["load_average"] = json!(load_average());
     println!("{line}");
+}
+
+/// The server binary this tool starts: the one Cargo built beside it, so
+/// `cargo bench` (release profile) runs the release server.
+fn server_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_natter"))
+}
+
+/// Refuses to measure a debug build unless asked to: `cargo test
+/// --benches` builds this tool and the server without optimisation.
+fn check_release_build(args: &Args) {
+    if cfg!(debug_assertions) && !args.allow_debug {
+        eprintln!(
+            "error: this is a debug build, so the server it would start ({}) \
+             is one too; run it with `cargo bench --bench load -- ...` \
+             (or pass --allow-debug)",
+            server_binary().display()
+        );
+        std::process::exit(2);
+    }
+}
+
+/// The machine's 1, 5 and 15 minute load averages, as `uptime` shows.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The figures of one run.
@@ -114,6 +174,8 @@ struct Report {
     server_rss_kb: u64,
     server_cpu: f64,
     client_cpu: f64,
+    /// `/proc/loadavg` at the end of the run.
+    load_average: String,
 }
 
 impl Report {
@@ -135,7 +197,7 @@ impl Report {
         } else if self.client_cpu > 0.9 {
             "load tool CPU"
         } else {
-            "neither CPU saturated (waiting on disk or the schedule)"
+            "neither CPU saturated (waiting on fsync or the scheduler)"
         }
     }
 
@@ -145,7 +207,7 @@ impl Report {
              expected {} received {} lost {} dup {} out-of-order {} | \
              latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} | server \
              rss {} MB peak {} MB | cpu server {:.0}% tool {:.0}% | \
-             bottleneck: {}",
+             bottleneck: {} | load {}",
             self.sessions,
             self.acked,
             self.send_seconds,
@@ -164,6 +226,7 @@ impl Report {
             self.server_cpu * 100.0,
             self.client_cpu * 100.0,
             self.bottleneck(),
+            self.load_average,
         )
     }
 
@@ -241,7 +304,8 @@ fn latency_list_with(values: &[u64]) -> Vec<u64> {
 
 /// Starts a server, runs the scenario, stops the server.
 async fn run_once(args: &Args) -> Report {
-    let server = ServerProcess::start(args.server_cpu);
+    let dir = tempfile::TempDir::new().expect("a temp dir");
+    let server = ServerProcess::start(args, &dir.path().join("data"), &[]);
     let addr = server.addr;
 
     let senders =
@@ -288,6 +352,7 @@ async fn park_only(
         ..Report::default()
     };
     let mut conn = Conn::open(server.addr).await;
+    let cpu_before = (server.cpu_seconds(), cpu_seconds(std::process::id()));
     let started = Instant::now();
     let body = message(0, 0, args.size, stats.borrow().base);
     let sent = conn.send(&senders[0], &body).await;
@@ -295,6 +360,9 @@ async fn park_only(
     report.expected = args.listeners;
     drain(stats, args.listeners, Duration::from_secs(30)).await;
     report.send_seconds = started.elapsed().as_secs_f64();
+    let cpu_after = (server.cpu_seconds(), cpu_seconds(std::process::id()));
+    report.server_cpu = (cpu_after.0 - cpu_before.0) / report.send_seconds;
+    report.client_cpu = (cpu_after.1 - cpu_before.1) / report.send_seconds;
     finish(&mut report, server, stats);
     report
 }
@@ -617,44 +685,58 @@ impl Conn {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// When the process was spawned.
+    launched: Instant,
 }
 
 impl ServerProcess {
-    fn start(cpu: Option<usize>) -> ServerProcess {
-        let dir = tempfile::TempDir::new().expect("a temp dir");
+    /// Starts the server on `data` and waits until it accepts
+    /// connections. `extra` adds `ROCKET_*` variables.
+    fn start(args: &Args, data: &Path, extra: &[(&str, String)]) -> Self {
+        let server = Self::spawn(args, data, extra);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(server.addr).is_err() {
+            assert!(Instant::now() < deadline, "the server did not listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server
+    }
+
+    /// Starts the server without waiting for it.
+    fn spawn(args: &Args, data: &Path, extra: &[(&str, String)]) -> Self {
         let port = free_port();
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_natter"));
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg(&binary);
-                c
-            }
-            None => Command::new(&binary),
-        };
+        let mut words: Vec<String> = Vec::new();
+        if let Some(cpu) = args.server_cpu {
+            words.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
+        }
+        if let Some(wrap) = &args.wrap {
+            words.extend(wrap.split_whitespace().map(str::to_string));
+        }
+        words.push(server_binary().display().to_string());
+        let mut command = Command::new(&words[0]);
         command
+            .args(&words[1..])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("ROCKET_DATA_DIR", dir.path().join("data"))
+            .env("ROCKET_DATA_DIR", data)
             .env("ROCKET_PORT", port.to_string())
             .env("ROCKET_LOG_LEVEL", "critical")
+            // Both keys are harmless where a server does not know them.
             .env("ROCKET_RATE_LIMIT_MESSAGES", "0")
             .env("ROCKET_MAX_SESSIONS_PER_HOST", "0")
             .env("ROCKET_MAX_IDLE", "3600")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        let child = command.spawn().expect("the server starts");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+        for (key, value) in extra {
+            command.env(key, value);
         }
+        let launched = Instant::now();
+        let child = command.spawn().expect("the server starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         ServerProcess {
             child,
             addr,
-            _dir: dir,
+            launched,
         }
     }
 
@@ -675,12 +757,30 @@ impl ServerProcess {
     fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.child.id())
     }
+
+    /// Stops the server: SIGTERM and a wait (so it flushes, and a profiler
+    /// wrapping it writes its output), or SIGKILL when `crash` is set.
+    fn stop(&mut self, crash: bool) {
+        let signal = if crash { "-KILL" } else { "-TERM" };
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args([signal, &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(false);
+        }
     }
 }
 
@@ -762,4 +862,158 @@ fn fsync_latency_us() -> u64 {
     }
     times.sort_unstable();
     times[times.len() / 2]
+}
+
+/// Restart mode: how long a server takes to answer after a launch on a
+/// data directory that already holds many events.
+mod restart {
+    use super::*;
+
+    /// Fills a directory, then times `--runs` launches on it.
+    pub fn main(args: &Args, fsync_us: u64) {
+        let dir = tempfile::TempDir::new().expect("a temp dir");
+        let data = dir.path().join("data");
+        let capacity = args.messages.max(1000);
+        let extra = [("ROCKET_MAILBOX_CAPACITY", capacity.to_string())];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let local = tokio::task::LocalSet::new();
+
+        let filling = Instant::now();
+        let (cookie, stored) =
+            local.block_on(&runtime, fill(args, &data, &extra, capacity));
+        println!(
+            "filled: {} sessions, {stored} stored events, {} MB on disk, \
+             in {:.1} s",
+            args.listeners,
+            dir_size_kb(&data) / 1024,
+            filling.elapsed().as_secs_f64()
+        );
+
+        let mut times = Vec::new();
+        let mut peaks = Vec::new();
+        for run in 1..=args.runs {
+            let mut server = ServerProcess::spawn(args, &data, &extra);
+            let ms = local.block_on(&runtime, answered_after(&server, &cookie));
+            let peak = server.rss_kb("VmHWM");
+            server.stop(args.crash);
+            println!(
+                "restart {run}: launch to /chat/start/ {ms:.0} ms, server \
+                 peak rss {} MB, load {}",
+                peak / 1024,
+                load_average()
+            );
+            times.push(ms);
+            peaks.push(peak);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        peaks.sort_unstable();
+        let median = times[times.len() / 2];
+        println!(
+            "median of {}: launch to /chat/start/ {median:.0} ms",
+            times.len()
+        );
+        let line = json!({
+            "mode": "restart",
+            "sessions": args.listeners,
+            "stored_events": stored,
+            "stop": if args.crash { "SIGKILL" } else { "SIGTERM" },
+            "disk_mb": dir_size_kb(&data) as f64 / 1024.0,
+            "launch_to_start_ms": median,
+            "launch_to_start_ms_runs": times,
+            "server_peak_rss_mb": peaks[peaks.len() / 2] as f64 / 1024.0,
+            "fsync_median_us": fsync_us,
+            "runs": args.runs,
+            "load_average": load_average(),
+        });
+        println!("{line}");
+    }
+
+    /// Logs in `--listeners` sessions and sends `--messages` messages, so
+    /// every mailbox ends up holding `--messages` events (or the joins
+    /// before them, up to `capacity`). Returns one session's cookie and the
+    /// number of stored events, counted through the API.
+    async fn fill(
+        args: &Args,
+        data: &Path,
+        extra: &[(&str, String)],
+        capacity: usize,
+    ) -> (String, usize) {
+        let mut server = ServerProcess::start(args, data, extra);
+        let addr = server.addr;
+        let cookies =
+            login_many(addr, "r", args.listeners, args.login_concurrency).await;
+        let senders = args.senders.clamp(1, cookies.len());
+        let stats = Rc::new(RefCell::new(Stats::new(senders)));
+        let mut plan = args.clone();
+        plan.rate = 0.0;
+        plan.senders = senders;
+        plan.messages = args.messages / senders;
+        let mut tasks = Vec::new();
+        for (index, cookie) in cookies.iter().take(senders).enumerate() {
+            let task = send_all(
+                addr,
+                cookie.clone(),
+                index,
+                plan.clone(),
+                stats.clone(),
+            );
+            tasks.push(tokio::task::spawn_local(task));
+        }
+        for task in tasks {
+            task.await.expect("a sender");
+        }
+
+        // Every id below a mailbox's next id was delivered, and the oldest
+        // ones beyond `capacity` were dropped.
+        let mut conn = Conn::open(addr).await;
+        let mut stored = 0;
+        for cookie in &cookies {
+            let start = conn.get_json("/chat/start/", cookie).await;
+            let next = start["response"].as_u64().expect("a start id");
+            stored += (next as usize).min(capacity);
+        }
+        let kept = conn.get_json("/chat/wait/?msg_id=0", &cookies[0]).await;
+        let kept = kept["response"].as_array().map_or(0, Vec::len);
+        println!("one mailbox read from id 0 returned {kept} events");
+        server.stop(false);
+        (cookies[0].clone(), stored)
+    }
+
+    /// Milliseconds from the launch until /chat/start/ answers "ok" for a
+    /// stored session.
+    async fn answered_after(server: &ServerProcess, cookie: &str) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            assert!(Instant::now() < deadline, "the server never answered");
+            if TcpStream::connect(server.addr).await.is_ok() {
+                let mut conn = Conn::open(server.addr).await;
+                let reply = conn.get_json("/chat/start/", cookie).await;
+                assert_eq!(reply["status"], "ok", "the stored session works");
+                return server.launched.elapsed().as_secs_f64() * 1000.0;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Kilobytes of the files under `dir`.
+    fn dir_size_kb(dir: &Path) -> u64 {
+        let mut total = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                match entry.metadata() {
+                    Ok(m) if m.is_dir() => stack.push(entry.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        total / 1024
+    }
 }
