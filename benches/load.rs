@@ -78,6 +78,13 @@ struct Args {
     /// the wrapper.
     #[arg(long)]
     wrap: Option<String>,
+    /// Write the listeners' sessions straight into the data directory
+    /// before the server starts, instead of logging them in over HTTP:
+    /// each login announces itself to everyone already in, so N logins
+    /// store about N*N/2 events, which takes minutes at N = 10,000.
+    /// Seeded mailboxes start empty.
+    #[arg(long)]
+    seed: bool,
     /// Run even though this is a debug build (the server it starts is then
     /// a debug build too, and its figures mean nothing).
     #[arg(long)]
@@ -305,13 +312,29 @@ fn latency_list_with(values: &[u64]) -> Vec<u64> {
 /// Starts a server, runs the scenario, stops the server.
 async fn run_once(args: &Args) -> Report {
     let dir = tempfile::TempDir::new().expect("a temp dir");
-    let server = ServerProcess::start(args, &dir.path().join("data"), &[]);
+    let data = dir.path().join("data");
+    let seeded = match args.seed {
+        true => Some(seed::sessions(&data, "l", args.listeners).await),
+        false => None,
+    };
+    let server = ServerProcess::start(args, &data, &[]);
     let addr = server.addr;
 
+    let setup = Instant::now();
     let senders =
         login_many(addr, "s", args.senders, args.login_concurrency).await;
-    let listeners =
-        login_many(addr, "l", args.listeners, args.login_concurrency).await;
+    let listeners = match seeded {
+        Some(cookies) => cookies,
+        None => {
+            login_many(addr, "l", args.listeners, args.login_concurrency).await
+        }
+    };
+    println!(
+        "set up {} sessions in {:.1} s{}",
+        args.listeners + args.senders,
+        setup.elapsed().as_secs_f64(),
+        if args.seed { " (listeners seeded)" } else { "" }
+    );
     let stats = Rc::new(RefCell::new(Stats::new(args.senders)));
     let mut tasks = Vec::new();
     let ready = Rc::new(RefCell::new(0usize));
@@ -830,7 +853,8 @@ fn warn_about_fd_limit(sockets: usize) {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse().ok());
-    if soft.is_some_and(|soft| soft < sockets * 2 + 100) {
+    // The tool and the server each hold one socket per session.
+    if soft.is_some_and(|soft| soft < sockets + 100) {
         eprintln!(
             "warning: the open-file limit ({soft:?}) is too low for {sockets} \
              sessions; run `ulimit -n 65536` first"
@@ -1015,5 +1039,77 @@ mod restart {
             }
         }
         total / 1024
+    }
+}
+
+/// Sessions written straight into a data directory, for scenarios whose
+/// logins over HTTP would take longer than the measurement itself.
+mod seed {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use natter::room::{hash_token, Room};
+    use natter::store::{encode, head_key, ClientRecord, StoredClient};
+    use rand::RngCore;
+
+    /// Creates `count` sessions named `prefix0`, `prefix1`, ... as if they
+    /// had logged in from 127.0.0.1, and returns their cookie tokens.
+    pub async fn sessions(
+        data: &Path,
+        prefix: &str,
+        count: usize,
+    ) -> Vec<String> {
+        let mut settings = natter::config::Settings::default();
+        settings.data_dir = data.to_path_buf().into();
+        let room = Room::open(&settings).expect("the data directory opens");
+        let mut tokens = Vec::with_capacity(count);
+        let mut pending = Vec::new();
+        for i in 0..count {
+            let token = new_token();
+            let nick = format!("{prefix}{i}");
+            pending.push(tokio::task::spawn_local(create(
+                room.clone(),
+                nick,
+                hash_token(&token),
+            )));
+            tokens.push(token);
+            if pending.len() == 256 || i + 1 == count {
+                for task in pending.drain(..) {
+                    task.await.expect("a seeding task");
+                }
+            }
+        }
+        drop(room);
+        tokens
+    }
+
+    async fn create(room: Arc<Room>, nick: String, token_hash: [u8; 32]) {
+        let store = room.store();
+        let session = store.new_session_id().expect("a session id");
+        let record = ClientRecord {
+            nick,
+            host: "127.0.0.1".into(),
+            token_hash,
+            admin: false,
+            ended: None,
+        };
+        let value = encode(&StoredClient::V1(record)).expect("encodable");
+        {
+            let _writing = store.writing();
+            store
+                .clients
+                .insert(head_key(session), value)
+                .expect("a client record is written");
+        }
+        room.post_office()
+            .create(session)
+            .await
+            .expect("a mailbox is created");
+    }
+
+    fn new_token() -> String {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
