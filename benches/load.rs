@@ -181,6 +181,11 @@ struct Report {
     server_rss_kb: u64,
     server_cpu: f64,
     client_cpu: f64,
+    /// Share of the run the server's threads were ready but waiting for a
+    /// CPU (other processes on its core).
+    server_wait: f64,
+    /// Answers to the listeners' long polls that carried events.
+    answers: usize,
     /// `/proc/loadavg` at the end of the run.
     load_average: String,
 }
@@ -198,13 +203,18 @@ impl Report {
         self.latencies[rank] as f64 / 1000.0
     }
 
+    /// Which side limited the run. The server counts as CPU-bound when
+    /// it ran or waited to run (its core taken by someone else) nearly
+    /// all the time.
     fn bottleneck(&self) -> &'static str {
         if self.server_cpu > 0.9 {
             "server CPU"
+        } else if self.server_cpu + self.server_wait > 0.9 {
+            "server CPU (its core shared with other processes)"
         } else if self.client_cpu > 0.9 {
             "load tool CPU"
         } else {
-            "neither CPU saturated (waiting on fsync or the scheduler)"
+            "neither CPU saturated (waiting on fsync or the network)"
         }
     }
 
@@ -213,8 +223,9 @@ impl Report {
             "sessions {} | acked {} in {:.2} s = {:.0} msg/s | deliveries \
              expected {} received {} lost {} dup {} out-of-order {} | \
              latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} | server \
-             rss {} MB peak {} MB | cpu server {:.0}% tool {:.0}% | \
-             bottleneck: {} | load {}",
+             rss {} MB peak {} MB | cpu server {:.0}% (waited {:.0}%) tool \
+             {:.0}% | {} answers, {:.1} events each | bottleneck: {} | \
+             load {}",
             self.sessions,
             self.acked,
             self.send_seconds,
@@ -231,7 +242,10 @@ impl Report {
             self.server_rss_kb / 1024,
             self.server_peak_rss_kb / 1024,
             self.server_cpu * 100.0,
+            self.server_wait * 100.0,
             self.client_cpu * 100.0,
+            self.answers,
+            self.received as f64 / self.answers.max(1) as f64,
             self.bottleneck(),
             self.load_average,
         )
@@ -259,6 +273,8 @@ impl Report {
             "server_peak_rss_mb": self.server_peak_rss_kb as f64 / 1024.0,
             "server_cpu": self.server_cpu,
             "client_cpu": self.client_cpu,
+            "server_cpu_wait": self.server_wait,
+            "answers": self.answers,
             "bottleneck": self.bottleneck(),
         })
     }
@@ -282,6 +298,8 @@ impl Report {
             pick(&|r| r.server_peak_rss_kb as f64) as u64;
         median.server_rss_kb = pick(&|r| r.server_rss_kb as f64) as u64;
         median.server_cpu = pick(&|r| r.server_cpu);
+        median.server_wait = pick(&|r| r.server_wait);
+        median.answers = pick(&|r| r.answers as f64) as usize;
         median.client_cpu = pick(&|r| r.client_cpu);
         // Rebuild a latency list whose percentiles are the medians.
         let points = [0.5, 0.9, 0.99, 1.0];
@@ -376,6 +394,7 @@ async fn park_only(
     };
     let mut conn = Conn::open(server.addr).await;
     let cpu_before = (server.cpu_seconds(), cpu_seconds(std::process::id()));
+    let wait_before = server.wait_seconds();
     let started = Instant::now();
     let body = message(0, 0, args.size, stats.borrow().base);
     let sent = conn.send(&senders[0], &body).await;
@@ -386,6 +405,8 @@ async fn park_only(
     let cpu_after = (server.cpu_seconds(), cpu_seconds(std::process::id()));
     report.server_cpu = (cpu_after.0 - cpu_before.0) / report.send_seconds;
     report.client_cpu = (cpu_after.1 - cpu_before.1) / report.send_seconds;
+    report.server_wait =
+        (server.wait_seconds() - wait_before) / report.send_seconds;
     finish(&mut report, server, stats);
     report
 }
@@ -398,6 +419,7 @@ async fn send_and_measure(
     stats: &Rc<RefCell<Stats>>,
 ) -> Report {
     let cpu_before = (server.cpu_seconds(), cpu_seconds(std::process::id()));
+    let wait_before = server.wait_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (index, cookie) in senders.iter().enumerate() {
@@ -416,6 +438,7 @@ async fn send_and_measure(
     }
     let send_seconds = started.elapsed().as_secs_f64();
     let cpu_after = (server.cpu_seconds(), cpu_seconds(std::process::id()));
+    let server_wait = (server.wait_seconds() - wait_before) / send_seconds;
 
     let expected = acked * args.listeners;
     drain(stats, expected, Duration::from_secs(10)).await;
@@ -426,6 +449,7 @@ async fn send_and_measure(
         server_rss_kb: server.rss_kb("VmRSS"),
         server_cpu: (cpu_after.0 - cpu_before.0) / send_seconds,
         client_cpu: (cpu_after.1 - cpu_before.1) / send_seconds,
+        server_wait,
         ..Report::default()
     };
     finish(&mut report, server, stats);
@@ -442,6 +466,7 @@ fn finish(
     report.received = stats.received;
     report.duplicated = stats.duplicated;
     report.out_of_order = stats.out_of_order;
+    report.answers = stats.answers;
     report.lost = report
         .expected
         .saturating_sub(stats.received - stats.duplicated);
@@ -473,6 +498,8 @@ struct Stats {
     out_of_order: usize,
     latencies: Vec<u64>,
     senders: usize,
+    /// Poll answers that carried at least one chat message.
+    answers: usize,
 }
 
 impl Stats {
@@ -484,6 +511,7 @@ impl Stats {
             out_of_order: 0,
             latencies: Vec::new(),
             senders,
+            answers: 0,
         }
     }
 }
@@ -512,6 +540,9 @@ async fn listen(
         };
         let now = Instant::now();
         let mut stats = stats.borrow_mut();
+        if events.iter().any(|e| e["t"] == "chat_msg") {
+            stats.answers += 1;
+        }
         for event in events {
             next = event["id"].as_u64().unwrap_or(next) + 1;
             if event["t"] != "chat_msg" {
@@ -779,6 +810,23 @@ impl ServerProcess {
 
     fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.child.id())
+    }
+
+    /// Seconds the server's threads spent ready to run but waiting for a
+    /// CPU, summed over threads (`/proc/PID/task/*/schedstat`).
+    fn wait_seconds(&self) -> f64 {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let Ok(entries) = std::fs::read_dir(tasks) else {
+            return 0.0;
+        };
+        let mut waited_ns = 0u64;
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path().join("schedstat"))
+                .unwrap_or_default();
+            let field = text.split_whitespace().nth(1);
+            waited_ns += field.and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+        waited_ns as f64 / 1e9
     }
 
     /// Stops the server: SIGTERM and a wait (so it flushes, and a profiler
