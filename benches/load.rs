@@ -69,8 +69,9 @@ struct Args {
     /// `--runs` launches until /chat/start/ answers.
     #[arg(long)]
     restart: bool,
-    /// In restart mode, stop the server with SIGKILL (a crash) instead of
-    /// SIGTERM.
+    /// In restart mode, kill each timed server with SIGKILL (a crash)
+    /// instead of SIGTERM, so every launch after the first recovers from a
+    /// crash. The fill always ends with SIGTERM.
     #[arg(long)]
     crash: bool,
     /// A command to start the server under, split at spaces (for example
@@ -182,7 +183,7 @@ struct Report {
     server_cpu: f64,
     client_cpu: f64,
     /// Share of the run the server's threads were ready but waiting for a
-    /// CPU (other processes on its core).
+    /// CPU, summed over its threads.
     server_wait: f64,
     /// Answers to the listeners' long polls that carried events.
     answers: usize,
@@ -204,13 +205,14 @@ impl Report {
     }
 
     /// Which side limited the run. The server counts as CPU-bound when
-    /// it ran or waited to run (its core taken by someone else) nearly
-    /// all the time.
+    /// it ran or waited to run nearly all the time (the wait is summed
+    /// over its threads, so it counts threads queued behind each other on
+    /// one pinned core as well as other processes on that core).
     fn bottleneck(&self) -> &'static str {
         if self.server_cpu > 0.9 {
             "server CPU"
         } else if self.server_cpu + self.server_wait > 0.9 {
-            "server CPU (its core shared with other processes)"
+            "server CPU (it ran or waited for its core)"
         } else if self.client_cpu > 0.9 {
             "load tool CPU"
         } else {
