@@ -97,6 +97,10 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if cfg!(debug_assertions) && !args.bench && !args.allow_debug {
+        smoke_test(&args);
+        return;
+    }
     check_release_build(&args);
     let cores = cores();
     if let Some(cpu) = args.client_cpu {
@@ -142,8 +146,38 @@ fn server_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_natter"))
 }
 
-/// Refuses to measure a debug build unless asked to: `cargo test
-/// --benches` builds this tool and the server without optimisation.
+/// What `cargo test --all-targets` runs: a debug build started without
+/// `--bench`. Its figures would mean nothing, so it only checks that the
+/// tool and the server work together: a few listeners, a few messages,
+/// and a failure if any delivery was lost, duplicated or out of order.
+fn smoke_test(args: &Args) {
+    let mut smoke = args.clone();
+    smoke.listeners = 3;
+    smoke.senders = 2;
+    smoke.messages = 5;
+    smoke.rate = 0.0;
+    smoke.seed = false;
+    smoke.park_only = false;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&runtime, run_once(&smoke));
+    println!("smoke test against the debug server: {}", report.text());
+    let exact = report.lost == 0
+        && report.duplicated == 0
+        && report.out_of_order == 0
+        && report.acked == smoke.senders * smoke.messages;
+    if !exact {
+        eprintln!("error: the smoke test lost or mixed up deliveries");
+        std::process::exit(1);
+    }
+    println!("for figures, run `cargo bench --bench load`");
+}
+
+/// Refuses to measure a debug build unless asked to: a debug build of
+/// this tool starts the debug server, whose figures mean nothing.
 fn check_release_build(args: &Args) {
     if cfg!(debug_assertions) && !args.allow_debug {
         eprintln!(
