@@ -96,3 +96,50 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// An event with its wire JSON rendered once.
+///
+/// A broadcast hands one of these (behind an `Arc`) to every mailbox it
+/// reaches, so a thousand woken polls copy one string instead of each
+/// building and serialising its own JSON tree. It reads as the [`Event`]
+/// it wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    event: Event,
+    /// The event's JSON object without its `id` member, e.g.
+    /// `{"d":...,"t":"chat_msg","ts":...}`.
+    json: Box<str>,
+}
+
+impl Rendered {
+    /// Renders `event` once.
+    pub fn new(event: Event) -> Rendered {
+        let mut value = event.to_json(0);
+        if let Some(object) = value.as_object_mut() {
+            object.remove("id");
+        }
+        let json = value.to_string().into_boxed_str();
+        Rendered { event, json }
+    }
+
+    /// The event itself.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// Appends the event's JSON under `id` to `out`: the same object
+    /// [`Event::to_json`] gives, with `id` as its first member.
+    pub fn write_json(&self, id: u64, out: &mut String) {
+        use std::fmt::Write;
+        // `json` always starts with '{' and holds other members after it.
+        let _ = write!(out, "{{\"id\":{id},{}", &self.json[1..]);
+    }
+}
+
+impl std::ops::Deref for Rendered {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}

@@ -11,8 +11,14 @@
 //! - Readers only see ids below `visible_next`, which moves forward (and
 //!   wakes the parked polls) only once the flusher has put the events on
 //!   disk. A crash can therefore never take back an event a client saw.
+//!
+//! Each mailbox also keeps its newest few events in memory (shared with
+//! every other mailbox a broadcast reached, JSON rendered once), so a
+//! woken poll answers from there instead of scanning and decoding sled.
+//! That copy is filled under the same lock that applies the batch and read
+//! under the same `visible_next` bound, so it never shows more than sled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,11 +27,17 @@ use sled::IVec;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, Rendered};
 use crate::store::{
     be_u64, decode, encode, event_key, head_key, SessionId, Store, StoredEvent,
     StoredHead, MAILBOXES,
 };
+
+/// How many of its newest events a mailbox also keeps in memory.
+const RECENT: usize = 16;
+
+/// Events kept in memory, oldest first, with consecutive ids.
+type Recent = VecDeque<(u64, Arc<Rendered>)>;
 
 /// One session's mailbox as kept in memory.
 #[derive(Debug)]
@@ -44,6 +56,9 @@ pub struct Mailbox {
     closed: AtomicBool,
     /// Long polls parked on it right now.
     parked: AtomicUsize,
+    /// The newest events (at most [`RECENT`]), pushed under the post
+    /// office lock right after their batch was applied.
+    recent: Mutex<Recent>,
 }
 
 impl Mailbox {
@@ -57,7 +72,35 @@ impl Mailbox {
             in_room: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             parked: AtomicUsize::new(0),
+            recent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        // Each change is one push or pop, so a poisoned lock is intact.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The events with ids in `start..upto` from memory, or None when the
+    /// memory copy does not reach back to `start`.
+    fn recent_range(
+        &self,
+        start: u64,
+        upto: u64,
+    ) -> Option<Vec<(u64, Arc<Rendered>)>> {
+        let recent = self.recent();
+        let (first, _) = recent.front()?;
+        if *first > start {
+            return None;
+        }
+        let skip = (start - first) as usize;
+        let events = recent
+            .iter()
+            .skip(skip)
+            .take_while(|(id, _)| *id < upto)
+            .cloned()
+            .collect();
+        Some(events)
     }
 
     /// The id the next readable event will get: what `/chat/start/`
@@ -74,6 +117,10 @@ impl Mailbox {
 
 /// Mailboxes a post wrote to, each with its new next id.
 type Touched = Vec<(Arc<Mailbox>, u64)>;
+
+/// One mailbox's part of a post: the mailbox, its next id and oldest
+/// kept id as they will be, and the events it gets.
+type Plan = Vec<(Arc<Mailbox>, u64, u64, Vec<(u64, Arc<Rendered>)>)>;
 
 /// Who a letter goes to.
 #[derive(Debug, Clone)]
@@ -94,8 +141,8 @@ pub struct Letter {
 /// Events read from a mailbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
-    /// `(id, event)`, oldest first.
-    pub events: Vec<(u64, Event)>,
+    /// `(id, event)`, oldest first. An event reads as its [`Event`].
+    pub events: Vec<(u64, Arc<Rendered>)>,
     /// Set when the reader asked for ids that were dropped for capacity:
     /// the first and last id it missed.
     pub gap: Option<(u64, u64)>,
@@ -281,7 +328,8 @@ impl PostOffice {
         let mut encoded = Vec::with_capacity(letters.len());
         for letter in &letters {
             let stored = StoredEvent::V1(letter.event.clone());
-            encoded.push(IVec::from(encode(&stored)?));
+            let rendered = Arc::new(Rendered::new(letter.event.clone()));
+            encoded.push((IVec::from(encode(&stored)?), rendered));
         }
 
         let Some((ticket, touched)) = self.apply_letters(&letters, &encoded)?
@@ -302,23 +350,24 @@ impl PostOffice {
     fn apply_letters(
         &self,
         letters: &[Letter],
-        encoded: &[IVec],
+        encoded: &[(IVec, Arc<Rendered>)],
     ) -> Result<Option<(u64, Touched)>> {
         let boxes = self.boxes();
-        let mut plan: Vec<(Arc<Mailbox>, u64, u64)> = Vec::new();
+        let mut plan: Plan = Vec::new();
         let mut slot: HashMap<SessionId, usize> = HashMap::new();
         let mut batch = sled::Batch::default();
 
-        for (letter, bytes) in letters.iter().zip(encoded) {
+        for (letter, (bytes, rendered)) in letters.iter().zip(encoded) {
             for mailbox in recipients(&boxes, &letter.to) {
                 let index = *slot.entry(mailbox.session).or_insert_with(|| {
                     let next = mailbox.next_id.load(Ordering::Acquire);
                     let oldest = mailbox.oldest.load(Ordering::Acquire);
-                    plan.push((mailbox.clone(), next, oldest));
+                    plan.push((mailbox.clone(), next, oldest, Vec::new()));
                     plan.len() - 1
                 });
-                let (_, next, oldest) = &mut plan[index];
+                let (_, next, oldest, added) = &mut plan[index];
                 batch.insert(&event_key(mailbox.session, *next), bytes.clone());
+                added.push((*next, rendered.clone()));
                 *next += 1;
                 while *next - *oldest > self.capacity {
                     batch.remove(&event_key(mailbox.session, *oldest));
@@ -330,7 +379,7 @@ impl PostOffice {
             return Ok(None);
         }
 
-        for (mailbox, next, _) in &plan {
+        for (mailbox, next, _, _) in &plan {
             let head = encode(&StoredHead::V1 { next_id: *next })?;
             batch.insert(&head_key(mailbox.session), head);
         }
@@ -340,12 +389,18 @@ impl PostOffice {
         }
 
         // Only now, with the batch applied, do the new ids count.
-        for (mailbox, next, oldest) in &plan {
+        for (mailbox, next, oldest, added) in &plan {
             mailbox.next_id.store(*next, Ordering::Release);
             mailbox.oldest.store(*oldest, Ordering::Release);
+            let mut recent = mailbox.recent();
+            recent.extend(added.iter().cloned());
+            while recent.len() > RECENT {
+                recent.pop_front();
+            }
         }
         let ticket = self.store.note_write();
-        let touched = plan.into_iter().map(|(m, next, _)| (m, next)).collect();
+        let touched =
+            plan.into_iter().map(|(m, next, _, _)| (m, next)).collect();
         Ok(Some((ticket, touched)))
     }
 
@@ -355,16 +410,23 @@ impl PostOffice {
         let oldest = mailbox.oldest.load(Ordering::Acquire);
         let start = from.max(oldest);
         let gap = (from < oldest).then(|| (from, oldest - 1));
+        if start >= upto {
+            return Ok(Delivery {
+                events: vec![],
+                gap,
+            });
+        }
+        if let Some(events) = mailbox.recent_range(start, upto) {
+            return Ok(Delivery { events, gap });
+        }
         let mut events = Vec::new();
-        if start < upto {
-            let range = event_key(mailbox.session, start)
-                ..event_key(mailbox.session, upto);
-            for item in self.store.mailboxes.range(range) {
-                let (key, value) = item?;
-                let id = be_u64(&key[8..]).ok_or_else(|| corrupt(&key))?;
-                let StoredEvent::V1(event) = decode(MAILBOXES, &key, &value)?;
-                events.push((id, event));
-            }
+        let range =
+            event_key(mailbox.session, start)..event_key(mailbox.session, upto);
+        for item in self.store.mailboxes.range(range) {
+            let (key, value) = item?;
+            let id = be_u64(&key[8..]).ok_or_else(|| corrupt(&key))?;
+            let StoredEvent::V1(event) = decode(MAILBOXES, &key, &value)?;
+            events.push((id, Arc::new(Rendered::new(event))));
         }
         Ok(Delivery { events, gap })
     }

@@ -345,3 +345,34 @@ async fn the_static_client_is_served() {
         assert_eq!(res.status(), Status::Ok, "{path}");
     }
 }
+
+/// A wait from an id the mailbox already dropped answers the kept events
+/// and a `gap` naming the dropped ids, all as one valid JSON envelope with
+/// the event fields the classic clients read.
+#[rocket::async_test]
+async fn a_wait_behind_the_capacity_gets_the_gap_and_the_kept_events() {
+    let dir = TempDir::new().unwrap();
+    let extra = [("mailbox_capacity", json!(3))];
+    let client = common::client(dir.path(), &extra).await;
+    let ann = common::login(&client, "Ann").await;
+    let from = start(&client, &ann).await;
+    for n in 0..5 {
+        common::say(&client, &ann, &format!("line {n} \"q\"")).await;
+    }
+
+    let path = format!("/chat/wait/?msg_id={from}");
+    let (status, json) = common::get_json(&client, &path, &ann).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["gap"], json!({ "from": from, "to": from + 1 }));
+    let events = json["response"].as_array().expect("events");
+    let msgs: Vec<&str> = events
+        .iter()
+        .map(|e| e["d"]["msg"].as_str().expect("a msg"))
+        .collect();
+    assert_eq!(msgs, vec!["line 2 \"q\"", "line 3 \"q\"", "line 4 \"q\""]);
+    assert_eq!(events[0]["id"], json!(from + 2));
+    assert_eq!(events[0]["t"], "sent_chat_msg");
+    assert_eq!(events[0]["d"]["nick"], "Ann");
+    assert!(events[0]["ts"].is_u64());
+}

@@ -255,3 +255,35 @@ async fn an_id_beyond_the_mailbox_answers_resync() {
         .unwrap();
     assert_eq!(outcome, WaitOutcome::Resync);
 }
+
+/// A woken poll reads the newest events from memory; what it gets, JSON
+/// included, is exactly what a read from disk after a restart gets.
+#[tokio::test]
+async fn reads_from_memory_match_reads_from_disk() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let settings = common::settings(dir.path());
+    let (token, from_memory) = {
+        let room = common::open_room(&settings).await;
+        let joined = room.join("keeper", "h").await.unwrap();
+        for n in 0..40 {
+            let event = system(&format!("line {n} \"quoted\" é"));
+            office(&room).send(joined.session, event).await.unwrap();
+        }
+        let mailbox = office(&room).get(joined.session).unwrap();
+        let delivery = office(&room).read(&mailbox, 35).unwrap();
+        (joined.token, delivery)
+    };
+    let room = common::open_room(&settings).await;
+    let session = room.session_for_token(&token).unwrap();
+    let mailbox = office(&room).get(session).unwrap();
+    let from_disk = office(&room).read(&mailbox, 35).unwrap();
+
+    assert_eq!(from_memory.events.len(), 5);
+    assert_eq!(from_memory, from_disk);
+    for (id, event) in &from_memory.events {
+        let mut text = String::new();
+        event.write_json(*id, &mut text);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, event.to_json(*id));
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rocket::http::{CookieJar, Status};
+use rocket::http::{ContentType, CookieJar, Status};
 use rocket::response::{self, Responder};
 use rocket::serde::json::Json;
 use rocket::{Request, Route, State};
@@ -24,6 +24,8 @@ use crate::room::{Room, WaitAnswer};
 pub struct Envelope {
     status: Status,
     body: Value,
+    /// The body already serialised; sent instead of `body` when set.
+    text: Option<String>,
 }
 
 impl Envelope {
@@ -32,6 +34,7 @@ impl Envelope {
         Envelope {
             status: Status::Ok,
             body: json!({ "status": "ok", "response": response }),
+            text: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl Envelope {
         Envelope {
             status,
             body: json!({ "status": "error", "response": code }),
+            text: None,
         }
     }
 
@@ -49,17 +53,29 @@ impl Envelope {
     }
 
     /// Events, with the gap marker when older ones were dropped.
+    ///
+    /// Written straight from each event's pre-rendered JSON: a broadcast
+    /// wakes every parked poll, and building a JSON tree per poll was a
+    /// large part of the cost of answering it.
     fn events(delivery: Delivery) -> Envelope {
-        let events: Vec<Value> = delivery
-            .events
-            .iter()
-            .map(|(id, event)| event.to_json(*id))
-            .collect();
-        let mut envelope = Envelope::ok(Value::Array(events));
-        if let Some((from, to)) = delivery.gap {
-            envelope.body["gap"] = json!({ "from": from, "to": to });
+        let mut text = String::with_capacity(64 + 160 * delivery.events.len());
+        text.push_str(r#"{"status":"ok","response":["#);
+        for (index, (id, event)) in delivery.events.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            event.write_json(*id, &mut text);
         }
-        envelope
+        text.push(']');
+        if let Some((from, to)) = delivery.gap {
+            text.push_str(&format!(r#","gap":{{"from":{from},"to":{to}}}"#));
+        }
+        text.push('}');
+        Envelope {
+            status: Status::Ok,
+            body: Value::Null,
+            text: Some(text),
+        }
     }
 }
 
@@ -80,7 +96,10 @@ impl From<Error> for Envelope {
 
 impl<'r> Responder<'r, 'static> for Envelope {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        let mut response = Json(self.body).respond_to(req)?;
+        let mut response = match self.text {
+            Some(text) => (ContentType::JSON, text).respond_to(req)?,
+            None => Json(self.body).respond_to(req)?,
+        };
         response.set_status(self.status);
         Ok(response)
     }
