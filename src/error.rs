@@ -80,6 +80,11 @@ pub enum Error {
     #[error("too many connections from this address (limit {0})")]
     TooManyConnections(u32),
 
+    /// The sender went over the rate limit; the message was not
+    /// delivered (the sender was told so in a notice).
+    #[error("sending too fast")]
+    TooFast,
+
     /// The server is shutting down and takes no more writes.
     #[error("the server is shutting down")]
     ShuttingDown,

@@ -72,8 +72,19 @@ pub fn figment() -> Figment {
 }
 
 /// Natter's own settings out of a Figment.
+///
+/// An empty `data_dir` is refused: sled would quietly put its files in
+/// whatever folder the server was started from.
 pub fn settings(figment: &Figment) -> Result<Settings> {
-    figment.extract().map_err(|e| Error::Config(e.to_string()))
+    let settings: Settings = figment
+        .extract()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if settings.data_dir.original().as_os_str().is_empty() {
+        return Err(Error::Config(
+            "data_dir is empty; name the folder that holds the data".into(),
+        ));
+    }
+    Ok(settings)
 }
 
 /// Opens the data directory and builds the server from `figment`.

@@ -150,6 +150,20 @@ impl Room {
     /// banned host, or one that holds `max_sessions_per_host` sessions
     /// already, is refused.
     pub async fn join(&self, nick: &str, host: &str) -> Result<Joined> {
+        self.join_replacing(nick, host, None).await
+    }
+
+    /// Joins like [`Room::join`] on behalf of a browser that still holds
+    /// the live session `replacing`, which the caller ends once the join
+    /// succeeded: that session does not count against its host's cap, so
+    /// logging in again from a full address works. Its nick stays taken
+    /// until it has left.
+    pub async fn join_replacing(
+        &self,
+        nick: &str,
+        host: &str,
+        replacing: Option<SessionId>,
+    ) -> Result<Joined> {
         let nick = clean_nick(nick)?;
         self.check_ban(host)?;
         let session = self.store.new_session_id()?;
@@ -162,7 +176,7 @@ impl Room {
             ended: None,
         };
 
-        self.reserve(session, &record)?;
+        self.reserve(session, &record, replacing)?;
         let stored = match self.persist_new(session, &record).await {
             Ok(()) => self.complete_join(session, host),
             Err(e) => Err(e),
@@ -184,13 +198,18 @@ impl Room {
     }
 
     /// Claims the nick in memory so that two joins cannot both get it.
-    fn reserve(&self, session: SessionId, record: &ClientRecord) -> Result<()> {
+    fn reserve(
+        &self,
+        session: SessionId,
+        record: &ClientRecord,
+        replacing: Option<SessionId>,
+    ) -> Result<()> {
         let mut roster = self.roster();
         let key = record.nick.to_ascii_lowercase();
         if roster.by_nick.contains_key(&key) {
             return Err(Error::NickTaken(record.nick.clone()));
         }
-        self.check_host_cap(&roster, &record.host)?;
+        self.check_host_cap(&roster, &record.host, replacing)?;
         roster.by_nick.insert(key, session);
         roster.by_token.insert(record.token_hash, session);
         roster
@@ -288,7 +307,9 @@ impl Room {
 
     /// Says something in the room: the others get chat_msg, the sender
     /// sent_chat_msg. The text is cut to 256 characters; an empty (or
-    /// all-blank) message is ignored.
+    /// all-blank) message is ignored. Over the rate limit nothing is sent
+    /// but a notice to the sender, and the call fails with
+    /// [`Error::TooFast`].
     pub async fn chat_message(
         &self,
         session: SessionId,

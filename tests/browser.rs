@@ -326,8 +326,12 @@ async fn an_idle_timeout_shows_a_clear_message_and_a_way_back_in() {
     const NAME: &str =
         "an_idle_timeout_shows_a_clear_message_and_a_way_back_in";
     scenario(NAME, &[DESKTOP, DESKTOP], |pages, keep| async move {
+        // The ended marker lives max_idle seconds after the sweep. Bob's
+        // page retries at most every 10 s (its capped backoff), so a
+        // max_idle above that lets the page read why, however the
+        // retries fall on a loaded machine.
         let env = [
-            ("ROCKET_MAX_IDLE", "2"),
+            ("ROCKET_MAX_IDLE", "10"),
             ("ROCKET_CHECK_IDLE_INTERVAL", "1"),
             ("ROCKET_COMET_TIMEOUT", "2"),
         ];

@@ -376,3 +376,36 @@ async fn a_wait_behind_the_capacity_gets_the_gap_and_the_kept_events() {
     assert_eq!(events[0]["d"]["nick"], "Ann");
     assert!(events[0]["ts"].is_u64());
 }
+
+/// A login form over the size limit shows the login page again with the
+/// reason, like every other refused login.
+#[rocket::async_test]
+async fn an_oversized_login_shows_the_login_page_with_the_reason() {
+    let (_dir, client) = server().await;
+    let res = client
+        .post("/login/")
+        .header(ContentType::Form)
+        .body(format!("nick={}", "n".repeat(40_000)))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::PayloadTooLarge);
+    assert_eq!(res.content_type(), Some(ContentType::HTML));
+    assert!(res.cookies().get("chat_sess").is_none());
+    let body = res.into_string().await.unwrap();
+    assert!(body.contains(r#"action="/login/""#), "{body}");
+    assert!(body.contains("far too large"), "{body}");
+}
+
+/// An empty data_dir is refused at start-up instead of putting the data
+/// in whatever folder the server was started from.
+#[test]
+fn an_empty_data_dir_is_refused() {
+    let figment = natter::figment().merge(("data_dir", ""));
+    match natter::rocket(figment) {
+        Err(natter::error::Error::Config(why)) => {
+            assert!(why.contains("data_dir"), "{why}")
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("an empty data_dir was accepted"),
+    }
+}

@@ -54,7 +54,11 @@ fn events(room: &Room, session: u64) -> Vec<EventKind> {
         return Vec::new();
     };
     let delivery = office.read(&mailbox, 0).unwrap();
-    delivery.events.into_iter().map(|(_, e)| e.kind).collect()
+    delivery
+        .events
+        .into_iter()
+        .map(|(_, e)| e.kind.clone())
+        .collect()
 }
 
 /// The texts of a session's system messages, oldest first.
@@ -561,8 +565,12 @@ async fn the_rate_limit_trips_and_recovers() {
             .await
             .unwrap();
     }
-    let text = reply(&room, &ann, "m3").await;
-    assert_words(&text, &["too fast"]);
+    let before = notices(&room, ann.session).len();
+    let refused = room.chat_message(ann.session, "m3").await;
+    assert!(matches!(refused, Err(Error::TooFast)), "{refused:?}");
+    let told = notices(&room, ann.session);
+    assert_eq!(told.len(), before + 1, "one notice for the refused line");
+    assert_words(told.last().unwrap(), &["too fast"]);
     assert_words(&reply(&room, &ann, "/help").await, &["/auth"]);
     let delivered = |room: &Room| {
         events(room, bob.session)
@@ -814,6 +822,55 @@ async fn refused_logins_say_banned_or_too_many_connections() {
         refused(login_from(&client, "Bo", "10.0.0.2", &[]).await).await;
     assert_eq!(status, Status::Forbidden);
     assert_words(&body, &["banned", "min"]);
+}
+
+/// A send over the rate limit is not answered "ok" (which means "on
+/// disk"): it answers HTTP 429 `too_fast`, beside the notice.
+#[rocket::async_test]
+async fn a_send_over_the_rate_limit_answers_too_fast() {
+    let (_dir, client) = server(&[("rate_limit_messages", json!(2))]).await;
+    let ann = token_from(&client, "Ann", "10.0.0.1").await;
+    for n in 0..2 {
+        assert_eq!(send(&client, &ann, &format!("m{n}")).await["status"], "ok");
+    }
+    let body = format!("msg={}", common::urlencode("m2"));
+    let (status, json) =
+        common::post_form(&client, "/chat/send_msg/", &ann, body).await;
+    assert_eq!(status, Status::TooManyRequests);
+    assert_eq!(json, json!({"status": "error", "response": "too_fast"}));
+    assert_words(http_notices(&client, &ann).await.last().unwrap(), &["fast"]);
+}
+
+/// A browser whose address is at the cap can still log in again: the
+/// session its cookie names gives its slot to the new one and leaves.
+#[rocket::async_test]
+async fn logging_in_again_from_a_full_address_replaces_the_old_session() {
+    let (_dir, client) = server(&[("max_sessions_per_host", json!(1))]).await;
+    let bob = token_from(&client, "Bob", "10.0.0.2").await;
+    let again = client
+        .post("/login/")
+        .header(ContentType::Form)
+        .cookie(Cookie::new("chat_sess", bob.clone()))
+        .remote("10.0.0.2:40000".parse().unwrap())
+        .body("nick=Bobby")
+        .dispatch()
+        .await;
+    assert_eq!(again.status(), Status::SeeOther);
+    let bobby = again
+        .cookies()
+        .get("chat_sess")
+        .unwrap()
+        .value()
+        .to_string();
+    let (_, json) = common::get_json(&client, "/chat/start/", &bob).await;
+    assert_eq!(json["response"], "bad_session");
+    assert_eq!(online(&client, &bobby).await, json!(["Bobby"]));
+
+    // The address is still at its cap for anyone without that cookie.
+    let (status, body) =
+        refused(login_from(&client, "Carl", "10.0.0.2", &[]).await).await;
+    assert_eq!(status, Status::TooManyRequests);
+    assert_words(&body, &["too many connections"]);
 }
 
 /// By default X-Real-IP and X-Forwarded-For change nothing: the cap and

@@ -126,14 +126,21 @@ impl Room {
         count_host(&self.roster(), host)
     }
 
-    /// Refuses one more session for a host that is at its cap.
+    /// Refuses one more session for a host that is at its cap. The live
+    /// session `replacing`, which leaves once the new one joined, does not
+    /// count.
     pub(super) fn check_host_cap(
         &self,
         roster: &Roster,
         host: &str,
+        replacing: Option<SessionId>,
     ) -> Result<()> {
         let max = self.moderation.max_per_host;
-        if max > 0 && count_host(roster, host) >= max as usize {
+        let replaced = replacing
+            .and_then(|session| roster.clients.get(&session))
+            .filter(|c| c.record.ended.is_none() && c.record.host == host);
+        let held = count_host(roster, host) - usize::from(replaced.is_some());
+        if max > 0 && held >= max as usize {
             return Err(Error::TooManyConnections(max));
         }
         Ok(())
@@ -184,7 +191,8 @@ impl Room {
             .is_none_or(|c| c.sent.try_send(limit, window, Instant::now()))
     }
 
-    /// Tells a sender over the rate limit that the message was dropped.
+    /// Tells a sender over the rate limit that the message was dropped,
+    /// and fails with [`Error::TooFast`] so the send is not answered "ok".
     pub(super) async fn refuse_too_fast(
         &self,
         session: SessionId,
@@ -196,7 +204,8 @@ impl Room {
             self.moderation.rate_messages,
             describe(self.moderation.rate_window)
         );
-        self.tell(session, text).await
+        self.tell(session, text).await?;
+        Err(Error::TooFast)
     }
 
     /// Runs a command typed by `session`; commands are never broadcast.

@@ -83,6 +83,9 @@ impl From<Error> for Envelope {
     fn from(error: Error) -> Envelope {
         match error {
             Error::BadSession => Envelope::bad_session(),
+            Error::TooFast => {
+                Envelope::error(Status::TooManyRequests, "too_fast")
+            }
             Error::ShuttingDown => {
                 Envelope::error(Status::ServiceUnavailable, "shutting_down")
             }

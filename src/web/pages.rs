@@ -26,6 +26,7 @@ pub enum Page {
     Html(Template),
     Refused((Status, Template)),
     Redirect(Redirect),
+    Text((Status, String)),
 }
 
 /// The login page, or the chat for someone already logged in.
@@ -57,7 +58,7 @@ async fn login(
     form: LossyForm,
 ) -> Page {
     let nick = form.get("nick").unwrap_or("");
-    match room.join(nick, &host.0).await {
+    match room.join_replacing(nick, &host.0, caller.0).await {
         Ok(joined) => {
             if let Caller(Some(previous)) = caller {
                 if let Err(e) = room.leave(previous, "normal").await {
@@ -119,7 +120,8 @@ fn refusal(error: &Error, nick: &str) -> (Status, String) {
     }
 }
 
-fn login_page(error: Option<&str>, nick: &str) -> Template {
+/// The login page, with the reason of a refused login when there is one.
+pub fn login_page(error: Option<&str>, nick: &str) -> Template {
     Template::render("login", context! { error, nick })
 }
 
