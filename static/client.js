@@ -397,10 +397,9 @@ function resign() {
 // or what the polling tab passes on.
 async function onTabMessage(event) {
   const m = event.data;
+  if (natter.ended) return;
   if (m.kind === "hello") {
-    if (!natter.ended) publish("status", {
-      state: natter.status[0], text: natter.status[1],
-    });
+    publish("status", { state: natter.status[0], text: natter.status[1] });
     return;
   }
   if (m.kind === "resign") {
@@ -410,7 +409,7 @@ async function onTabMessage(event) {
     return;
   }
   if (natter.elect && !heardFrom(m)) return;
-  if (natter.leader || natter.ended) return;
+  if (natter.leader) return;
   switch (m.kind) {
     case "events":
       if (natter.started) applyDelivery(m.events, m.gap);

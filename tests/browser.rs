@@ -420,8 +420,13 @@ async fn every_tab_shows(
 /// Ann's seven tabs stay open for 30 s (past Chromium's cache-lock stall
 /// of identical polls); a send from the last one goes through, every tab
 /// gets Bob's answer, one tab polls, and when it closes another takes
-/// over and every remaining tab still gets new messages.
-async fn seven_tabs(ann: &Page, bob: &Page, base: &str) -> Outcome {
+/// over and every remaining tab still gets new messages. Returns the six
+/// tabs left open and the chat lines they show.
+async fn seven_tabs(
+    ann: &Page,
+    bob: &Page,
+    base: &str,
+) -> Result<(Vec<fantoccini::wd::WindowHandle>, Vec<&'static str>), String> {
     let mut tabs = open_seven_tabs(ann, base).await?;
     tokio::time::sleep(Duration::from_secs(30)).await;
 
@@ -451,7 +456,8 @@ async fn seven_tabs(ann: &Page, bob: &Page, base: &str) -> Outcome {
     ann.say("from a follower").await?;
     let all = [all[0], all[1], all[2], "from a follower"];
     bob.wait_chat(&all).await?;
-    every_tab_shows(ann, &tabs, &all).await.map(drop)
+    every_tab_shows(ann, &tabs, &all).await?;
+    Ok((tabs, all.to_vec()))
 }
 
 /// Seven tabs of one browser on 127.0.0.1 (a secure context, so the tabs
@@ -468,7 +474,7 @@ async fn a_browser_with_seven_tabs_keeps_sending_and_receiving() {
             ann_and_bob(&base, ann, bob).await?;
             let locks = ann.js("return !!navigator.locks;").await?;
             ensure(locks == json!(true), || "no navigator.locks".into())?;
-            seven_tabs(ann, bob, &base).await
+            seven_tabs(ann, bob, &base).await.map(drop)
         },
     )
     .await;
@@ -479,10 +485,20 @@ async fn a_browser_with_seven_tabs_keeps_sending_and_receiving() {
 const CONTEXT: &str = "return [window.isSecureContext, \
     navigator.locks !== undefined, natter.elect];";
 
+/// Stops the client in a tab dead, without a farewell to the other tabs:
+/// no more heartbeats, no poll.
+const GO_SILENT: &str = "natter.channel.close(); natter.ended = true; \
+    stepDown(); return true;";
+
+/// Whether the session-ended banner shows, and what the page shows.
+const ENDED: &str = "return !document.getElementById('ended').hidden;";
+const ENDED_SHOW: &str = "return document.body.innerText;";
+
 /// Seven tabs on plain http from a host name that is not loopback (not a
 /// secure context, so no navigator.locks, as on a LAN) elect their
 /// polling tab by heartbeats and keep sending and receiving; the server's
-/// cross-site guard accepts that origin.
+/// cross-site guard accepts that origin. A polling tab that goes silent
+/// is replaced too, and a logout in one tab ends the session in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seven_tabs_on_plain_http_from_another_host_keep_working() {
     let flags = [
@@ -502,7 +518,39 @@ async fn seven_tabs_on_plain_http_from_another_host_keep_working() {
             ensure(context == json!([false, false, true]), || {
                 format!("(secure context, locks, elected): {context}")
             })?;
-            seven_tabs(ann, bob, &base).await
+            let (mut tabs, mut all) = seven_tabs(ann, bob, &base).await?;
+
+            // The polling tab goes silent without a farewell, as a frozen
+            // or crashed tab would: another takes over after the silence.
+            let leaders = every_tab_shows(ann, &tabs, &all).await?;
+            let silent = tabs.remove(leaders[0]);
+            ann.0
+                .switch_to_window(silent)
+                .await
+                .map_err(fail("switch"))?;
+            ann.js(GO_SILENT).await?;
+            bob.say("after a silent leader").await?;
+            all.push("after a silent leader");
+            let leaders = every_tab_shows(ann, &tabs, &all).await?;
+            ensure(leaders.len() == 1, || {
+                format!("after the silence, polling tabs: {leaders:?}")
+            })?;
+
+            // Logging out in one tab ends the session in all the others.
+            let last = tabs.pop().expect("five tabs are left");
+            ann.0.switch_to_window(last).await.map_err(fail("switch"))?;
+            ann.find("#logout")
+                .await?
+                .click()
+                .await
+                .map_err(fail("logout"))?;
+            bob.wait_online(&["Bob"]).await?;
+            for tab in tabs {
+                ann.0.switch_to_window(tab).await.map_err(fail("switch"))?;
+                ann.wait_for("the session-ended banner", ENDED, ENDED_SHOW)
+                    .await?;
+            }
+            Ok(())
         },
     )
     .await;
