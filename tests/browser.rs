@@ -374,14 +374,15 @@ async fn an_idle_timeout_shows_a_clear_message_and_a_way_back_in() {
     .await;
 }
 
-/// Opens six more tabs of Ann's browser on the chat; returns all seven
-/// window handles, the first tab first.
-async fn open_seven_tabs(
+/// Opens more tabs of Ann's browser on the chat, up to `count` in all;
+/// returns their window handles, the first tab first.
+async fn open_tabs(
     ann: &Page,
     base: &str,
+    count: usize,
 ) -> Result<Vec<fantoccini::wd::WindowHandle>, String> {
     let mut tabs = vec![ann.0.window().await.map_err(fail("window"))?];
-    for _ in 1..7 {
+    for _ in 1..count {
         let tab = ann.0.new_window(true).await.map_err(fail("new tab"))?;
         ann.0
             .switch_to_window(tab.handle.clone())
@@ -427,7 +428,7 @@ async fn seven_tabs(
     bob: &Page,
     base: &str,
 ) -> Result<(Vec<fantoccini::wd::WindowHandle>, Vec<&'static str>), String> {
-    let mut tabs = open_seven_tabs(ann, base).await?;
+    let mut tabs = open_tabs(ann, base, 7).await?;
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     ann.say("from the seventh tab").await?;
@@ -494,6 +495,14 @@ const GO_SILENT: &str = "natter.channel.close(); natter.ended = true; \
 const ENDED: &str = "return !document.getElementById('ended').hidden;";
 const ENDED_SHOW: &str = "return document.body.innerText;";
 
+/// Chromium flags that make `natter.test` a name for the loopback
+/// address, so a page at `http://natter.test:PORT/` is not a secure
+/// context (no navigator.locks), as on a LAN.
+const PLAIN_HTTP_HOST: [&str; 2] = [
+    "--host-resolver-rules=MAP natter.test 127.0.0.1",
+    "--no-proxy-server",
+];
+
 /// Seven tabs on plain http from a host name that is not loopback (not a
 /// secure context, so no navigator.locks, as on a LAN) elect their
 /// polling tab by heartbeats and keep sending and receiving; the server's
@@ -501,14 +510,10 @@ const ENDED_SHOW: &str = "return document.body.innerText;";
 /// is replaced too, and a logout in one tab ends the session in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seven_tabs_on_plain_http_from_another_host_keep_working() {
-    let flags = [
-        "--host-resolver-rules=MAP natter.test 127.0.0.1",
-        "--no-proxy-server",
-    ];
     scenario_with_flags(
         "seven_tabs_on_plain_http_from_another_host_keep_working",
         &[DESKTOP, DESKTOP],
-        &flags,
+        &PLAIN_HTTP_HOST,
         |pages, keep| async move {
             let (server, _) = serve(&keep, &[]);
             let base = format!("http://natter.test:{}", server.port);
@@ -628,6 +633,64 @@ async fn a_390_pixel_wide_window_is_usable() {
             ann.wait_for("the newest line in view", AT_BOTTOM, SCROLL)
                 .await?;
             Ok(())
+        },
+    )
+    .await;
+}
+
+/// Three tabs on plain http from another host share one elected poll
+/// through a server restart: every tab shows the drop and the reconnect,
+/// and gets every message sent around it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_on_plain_http_all_follow_a_restart() {
+    scenario_with_flags(
+        "tabs_on_plain_http_all_follow_a_restart",
+        &[DESKTOP],
+        &PLAIN_HTTP_HOST,
+        |pages, keep| async move {
+            let dir = data_dir(&keep);
+            let port = harness::free_port().to_string();
+            let env = [("ROCKET_PORT", port.as_str())];
+            let server = keep.hold(process::start(&dir, &env));
+            let base = format!("http://natter.test:{port}");
+            let ann = &pages[0];
+            ann.login(&base, "Ann").await?;
+            let context = ann.js(CONTEXT).await?;
+            ensure(context == json!([false, false, true]), || {
+                format!("(secure context, locks, elected): {context}")
+            })?;
+            let tabs = open_tabs(ann, &base, 3).await?;
+            let cy = Session::login(&server, "Cy");
+            cy.say("before the stop");
+            let leaders =
+                every_tab_shows(ann, &tabs, &["before the stop"]).await?;
+            ensure(leaders.len() == 1, || {
+                format!("tabs holding the long poll: {leaders:?}")
+            })?;
+
+            server.take().terminate();
+            for tab in &tabs {
+                ann.0
+                    .switch_to_window(tab.clone())
+                    .await
+                    .map_err(fail("switch"))?;
+                ann.wait_state("offline").await?;
+            }
+            let server = keep.hold(process::start(&dir, &env));
+            cy.on(&server).say("after the start");
+            let all = ["before the stop", "after the start"];
+            for tab in &tabs {
+                ann.0
+                    .switch_to_window(tab.clone())
+                    .await
+                    .map_err(fail("switch"))?;
+                ann.wait_notice("Reconnected").await?;
+                ann.wait_connected().await?;
+                ann.wait_chat(&all).await?;
+            }
+            ann.say("from the last tab").await?;
+            let all = [all[0], all[1], "from the last tab"];
+            every_tab_shows(ann, &tabs, &all).await.map(drop)
         },
     )
     .await;
