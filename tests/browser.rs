@@ -491,8 +491,10 @@ const CONTEXT: &str = "return [window.isSecureContext, \
 const GO_SILENT: &str = "natter.channel.close(); natter.ended = true; \
     stepDown(); return true;";
 
-/// Whether the session-ended banner shows, and what the page shows.
+/// Whether the session-ended banner shows.
 const ENDED: &str = "return !document.getElementById('ended').hidden;";
+
+/// What the page shows, for a failed wait.
 const ENDED_SHOW: &str = "return document.body.innerText;";
 
 /// Chromium flags that make `natter.test` a name for the loopback
@@ -528,6 +530,9 @@ async fn seven_tabs_on_plain_http_from_another_host_keep_working() {
             // The polling tab goes silent without a farewell, as a frozen
             // or crashed tab would: another takes over after the silence.
             let leaders = every_tab_shows(ann, &tabs, &all).await?;
+            ensure(leaders.len() == 1, || {
+                format!("before the silence, polling tabs: {leaders:?}")
+            })?;
             let silent = tabs.remove(leaders[0]);
             ann.0
                 .switch_to_window(silent)
