@@ -1,7 +1,9 @@
 // Natter's browser client: history, online list, then the long-poll loop.
-// One tab per browser holds the long poll (the leader, chosen with
-// navigator.locks) and passes what it gets to the other tabs over a
-// BroadcastChannel, so many open tabs hold one connection between them.
+// One tab per browser holds the long poll (the leader) and passes what it
+// gets to the other tabs over a BroadcastChannel, so many open tabs hold
+// one connection between them. The leader holds a navigator.locks lock
+// where the page is a secure context; elsewhere (plain http from another
+// host) the tabs elect it with heartbeats over the same channel.
 // Every piece of user text goes in with textContent, never as HTML.
 "use strict";
 
@@ -14,6 +16,12 @@ const natter = {
   backoffMs: 0,        // current retry delay after a failure
   leader: false,       // this tab holds the long poll
   channel: null,       // BroadcastChannel to the other tabs, if shared
+  early: [],           // tab messages with events from before start()
+  poll: null,          // AbortController of this tab's running poll loop
+  elect: false,        // the leader is elected by heartbeats (no locks)
+  tab: Math.random().toString(36).slice(2), // this tab's name, tie-break
+  term: 0,             // the newest leadership term heard of
+  heard: 0,            // when the leader was last heard from (ms)
   status: ["connecting", "connecting…"], // last connection state shown
   notice: "",          // the last system notice, for the ended banner
   day: "",             // the local day of the last line, for dividers
@@ -24,11 +32,14 @@ const natter = {
 
 const MAX_BACKOFF_MS = 10000;
 const GROUP_MS = 5 * 60 * 1000;
+const TICK_MS = 500;       // how often an elected leader says it is alive
+const SILENCE_MS = 3000;   // no leader heard this long: a follower takes over
+const FIRST_WAIT_MS = 1000; // how long a new tab waits for a leader
 const el = (id) => document.getElementById(id);
 
 // Fetches a JSON envelope; throws on network errors and non-JSON answers.
-async function api(path, body) {
-  const init = { credentials: "same-origin", cache: "no-store" };
+async function api(path, body, signal) {
+  const init = { credentials: "same-origin", cache: "no-store", signal };
   if (body !== undefined) {
     init.method = "POST";
     init.body = new URLSearchParams(body);
@@ -44,7 +55,9 @@ async function api(path, body) {
 // Tells the other tabs something, when this tab is the one polling.
 function publish(kind, data) {
   if (natter.leader && natter.channel) {
-    natter.channel.postMessage({ kind, ...data });
+    natter.channel.postMessage({
+      kind, tab: natter.tab, term: natter.term, ...data,
+    });
   }
 }
 
@@ -245,6 +258,7 @@ async function start() {
   const history = await loadHistory();
   if (history.status !== "ok") return history;
   natter.started = true;
+  for (const m of natter.early.splice(0)) applyDelivery(m.events, m.gap);
   return first;
 }
 
@@ -262,14 +276,18 @@ async function handleError(reply) {
   throw new Error(reply.response);
 }
 
-// One round of the long poll.
-async function pollOnce() {
+// One round of the long poll; false once it must stop. An answer that
+// comes after this tab handed the poll over is dropped: the new leader
+// asks again from the same id.
+async function pollOnce(signal) {
   if (natter.nextId === null || !natter.started) {
     const reply = await start();
     if (reply.status !== "ok") return handleError(reply);
     publish("resync", { nextId: natter.nextId });
   }
-  const reply = await api("/chat/wait/?msg_id=" + natter.nextId);
+  const path = "/chat/wait/?msg_id=" + natter.nextId;
+  const reply = await api(path, undefined, signal);
+  if (signal.aborted) return false;
   if (reply.status !== "ok") return handleError(reply);
   if (natter.backoffMs > 0) await reconnected();
   if (reply.response === "reconnect") return true;
@@ -278,13 +296,17 @@ async function pollOnce() {
   return true;
 }
 
-// The wait loop, with a capped backoff while the server is unreachable.
+// The wait loop, with a capped backoff while the server is unreachable;
+// it ends with the session or when this tab hands the poll over.
 async function pollLoop() {
-  while (!natter.ended) {
+  const poll = new AbortController();
+  natter.poll = poll;
+  while (!natter.ended && natter.poll === poll) {
     try {
-      if (!(await pollOnce())) return;
+      if (!(await pollOnce(poll.signal))) return;
       if (natter.status[0] !== "online") setStatus("online", "connected");
     } catch (err) {
+      if (natter.poll !== poll) return;
       await connectionLost();
     }
   }
@@ -319,20 +341,79 @@ async function lead() {
   await pollLoop();
 }
 
+// Takes the long poll in a newer term and tells the other tabs at once.
+function claim() {
+  natter.term += 1;
+  natter.leader = true;
+  natter.heard = Date.now();
+  publish("beat", {});
+  pollLoop();
+}
+
+// Gives the long poll up: this tab's wait stops at once.
+function stepDown() {
+  natter.leader = false;
+  if (natter.poll) natter.poll.abort();
+  natter.poll = null;
+}
+
+// Every TICK_MS: the elected leader says it is alive; a follower that has
+// not heard one for SILENCE_MS (plus a random share, so that tabs rarely
+// claim together) takes over.
+function tick() {
+  if (natter.ended) return;
+  if (natter.leader) {
+    publish("beat", {});
+  } else if (Date.now() - natter.heard > SILENCE_MS + Math.random() * 1000) {
+    claim();
+  }
+}
+
+// Weighs a message from an elected leader: the newer term leads, and in
+// one term the larger tab name; a leader that is outranked steps down,
+// one that outranks the sender says so. False for an outranked sender.
+function heardFrom(m) {
+  const outranked = m.term < natter.term ||
+    (natter.leader && m.term === natter.term && m.tab < natter.tab);
+  if (outranked) {
+    if (natter.leader) publish("beat", {});
+    return false;
+  }
+  natter.term = m.term;
+  natter.heard = Date.now();
+  if (natter.leader) stepDown();
+  return true;
+}
+
+// A closing elected leader hands over at once instead of going silent.
+function resign() {
+  if (!natter.leader || !natter.elect) return;
+  publish("resign", {});
+  stepDown();
+}
+
 // Handles a message from another tab: a new tab's hello (the polling tab
-// answers with the connection state), or what the polling tab passes on.
+// answers with the connection state), a leader's heartbeat or farewell,
+// or what the polling tab passes on.
 async function onTabMessage(event) {
   const m = event.data;
+  if (natter.ended) return;
   if (m.kind === "hello") {
-    if (!natter.ended) publish("status", {
-      state: natter.status[0], text: natter.status[1],
-    });
+    publish("status", { state: natter.status[0], text: natter.status[1] });
     return;
   }
-  if (natter.leader || natter.ended) return;
+  if (m.kind === "resign") {
+    // Take over within a second or two, at a random moment per tab.
+    const soon = Date.now() - SILENCE_MS + Math.random() * 1000;
+    if (!natter.leader && m.term >= natter.term) natter.heard = soon;
+    return;
+  }
+  if (natter.elect && !heardFrom(m)) return;
+  if (natter.leader) return;
   switch (m.kind) {
     case "events":
-      applyDelivery(m.events, m.gap);
+      if (natter.started) applyDelivery(m.events, m.gap);
+      else natter.early.push(m);
       break;
     case "status":
       setStatus(m.state, m.text);
@@ -355,18 +436,38 @@ async function onTabMessage(event) {
   }
 }
 
-// Joins the tabs of this browser: one polls, the others listen. Without
-// navigator.locks (plain http on a remote host) every tab polls itself.
+// Listens to the other tabs before start(), so no event passed on while
+// this tab loads is missed.
+function listen() {
+  if (!window.BroadcastChannel) return;
+  natter.channel = new BroadcastChannel("natter");
+  natter.channel.addEventListener("message", onTabMessage);
+}
+
+// Joins the tabs of this browser: one polls, the others listen. The
+// poller holds a navigator.locks lock where there is one; without (plain
+// http from another host) the tabs elect it with heartbeats.
 function shareOrPoll() {
-  if (!navigator.locks || !window.BroadcastChannel) {
+  if (!natter.channel) {
     natter.leader = true;
     pollLoop();
     return;
   }
-  natter.channel = new BroadcastChannel("natter");
-  natter.channel.addEventListener("message", onTabMessage);
-  navigator.locks.request("natter-poll", lead);
+  if (navigator.locks) {
+    navigator.locks.request("natter-poll", lead);
+  } else {
+    elect();
+  }
   natter.channel.postMessage({ kind: "hello" });
+}
+
+// Starts the heartbeat election: a leader answers the hello at once, and
+// with none heard within FIRST_WAIT_MS this tab claims the poll.
+function elect() {
+  natter.elect = true;
+  natter.heard = Date.now() - SILENCE_MS + FIRST_WAIT_MS;
+  setInterval(tick, TICK_MS);
+  window.addEventListener("pagehide", resign);
 }
 
 // Loads this tab's view, then joins the polling.
@@ -438,6 +539,7 @@ function init() {
     natter.unread = 0;
     document.title = "Natter";
   });
+  listen();
   boot();
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::process::{self, Server, Session};
 use harness::{
-    ensure, fail, scenario, Held, Keeper, NetworkConditions, Outcome, Page,
+    ensure, fail, scenario, scenario_with_flags, Held, Keeper,
+    NetworkConditions, Outcome, Page,
 };
 use serde_json::json;
 
@@ -377,9 +378,95 @@ async fn an_idle_timeout_shows_a_clear_message_and_a_way_back_in() {
     .await;
 }
 
-/// Seven tabs of one browser stay open for 30 s; a send from the last one
-/// still goes through, every tab receives the other person's answer, only
-/// one tab holds the long poll, and when it closes another takes over.
+/// Opens more tabs of Ann's browser on the chat, up to `count` in all;
+/// returns their window handles, the first tab first.
+async fn open_tabs(
+    ann: &Page,
+    base: &str,
+    count: usize,
+) -> Result<Vec<fantoccini::wd::WindowHandle>, String> {
+    let mut tabs = vec![ann.0.window().await.map_err(fail("window"))?];
+    for _ in 1..count {
+        let tab = ann.0.new_window(true).await.map_err(fail("new tab"))?;
+        ann.0
+            .switch_to_window(tab.handle.clone())
+            .await
+            .map_err(fail("switch"))?;
+        ann.goto(&format!("{base}/chat/")).await?;
+        ann.wait_connected().await?;
+        tabs.push(tab.handle);
+    }
+    Ok(tabs)
+}
+
+/// Waits until every tab shows exactly `texts`; returns the indexes of
+/// the tabs that hold the long poll.
+async fn every_tab_shows(
+    ann: &Page,
+    tabs: &[fantoccini::wd::WindowHandle],
+    texts: &[&str],
+) -> Result<Vec<usize>, String> {
+    let mut leaders = Vec::new();
+    for (n, tab) in tabs.iter().enumerate() {
+        ann.0
+            .switch_to_window(tab.clone())
+            .await
+            .map_err(fail("switch"))?;
+        ann.wait_chat(texts)
+            .await
+            .map_err(|e| format!("tab {}: {e}", n + 1))?;
+        if ann.js("return natter.leader;").await? == json!(true) {
+            leaders.push(n);
+        }
+    }
+    Ok(leaders)
+}
+
+/// Ann's seven tabs stay open for 30 s (past Chromium's cache-lock stall
+/// of identical polls); a send from the last one goes through, every tab
+/// gets Bob's answer, one tab polls, and when it closes another takes
+/// over and every remaining tab still gets new messages. Returns the six
+/// tabs left open and the chat lines they show.
+async fn seven_tabs(
+    ann: &Page,
+    bob: &Page,
+    base: &str,
+) -> Result<(Vec<fantoccini::wd::WindowHandle>, Vec<&'static str>), String> {
+    let mut tabs = open_tabs(ann, base, 7).await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    ann.say("from the seventh tab").await?;
+    ann.wait_chat(&["from the seventh tab"]).await?;
+    bob.wait_chat(&["from the seventh tab"]).await?;
+    bob.say("hello every tab").await?;
+    let both = ["from the seventh tab", "hello every tab"];
+    let leaders = every_tab_shows(ann, &tabs, &both).await?;
+    ensure(leaders.len() == 1, || {
+        format!("tabs holding the long poll: {leaders:?}")
+    })?;
+
+    // Close the polling tab: another one takes over.
+    let leader = tabs.remove(leaders[0]);
+    ann.0
+        .switch_to_window(leader)
+        .await
+        .map_err(fail("switch"))?;
+    ann.0.close_window().await.map_err(fail("close tab"))?;
+    bob.say("still there?").await?;
+    let all = [both[0], both[1], "still there?"];
+    let leaders = every_tab_shows(ann, &tabs, &all).await?;
+    ensure(leaders.len() == 1, || {
+        format!("after the close, tabs holding the long poll: {leaders:?}")
+    })?;
+    ann.say("from a follower").await?;
+    let all = [all[0], all[1], all[2], "from a follower"];
+    bob.wait_chat(&all).await?;
+    every_tab_shows(ann, &tabs, &all).await?;
+    Ok((tabs, all.to_vec()))
+}
+
+/// Seven tabs of one browser on 127.0.0.1 (a secure context, so the tabs
+/// share the poll through navigator.locks) keep sending and receiving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_with_seven_tabs_keeps_sending_and_receiving() {
     scenario(
@@ -390,59 +477,92 @@ async fn a_browser_with_seven_tabs_keeps_sending_and_receiving() {
             let base = server.url("");
             let (ann, bob) = (&pages[0], &pages[1]);
             ann_and_bob(&base, ann, bob).await?;
+            let locks = ann.js("return !!navigator.locks;").await?;
+            ensure(locks == json!(true), || "no navigator.locks".into())?;
+            seven_tabs(ann, bob, &base).await.map(drop)
+        },
+    )
+    .await;
+}
 
-            let mut tabs =
-                vec![ann.0.window().await.map_err(fail("window"))?];
-            for _ in 1..7 {
-                let tab =
-                    ann.0.new_window(true).await.map_err(fail("new tab"))?;
-                ann.0
-                    .switch_to_window(tab.handle.clone())
-                    .await
-                    .map_err(fail("switch"))?;
-                ann.goto(&format!("{base}/chat/")).await?;
-                ann.wait_connected().await?;
-                tabs.push(tab.handle);
-            }
-            tokio::time::sleep(Duration::from_secs(30)).await;
+/// Whether the page is a secure context, has navigator.locks, and elects
+/// its polling tab by heartbeats.
+const CONTEXT: &str = "return [window.isSecureContext, \
+    navigator.locks !== undefined, natter.elect];";
 
-            ann.say("from the seventh tab").await?;
-            ann.wait_chat(&["from the seventh tab"]).await?;
-            bob.wait_chat(&["from the seventh tab"]).await?;
-            bob.say("hello every tab").await?;
-            let both = ["from the seventh tab", "hello every tab"];
-            let mut leaders = Vec::new();
-            for (n, tab) in tabs.iter().enumerate() {
-                ann.0
-                    .switch_to_window(tab.clone())
-                    .await
-                    .map_err(fail("switch"))?;
-                ann.wait_chat(&both)
-                    .await
-                    .map_err(|e| format!("tab {}: {e}", n + 1))?;
-                if ann.js("return natter.leader;").await? == json!(true) {
-                    leaders.push(n);
-                }
-            }
-            ensure(leaders.len() == 1, || {
-                format!("tabs holding the long poll: {leaders:?}")
+/// Stops the client in a tab dead, without a farewell to the other tabs:
+/// no more heartbeats, no poll.
+const GO_SILENT: &str = "natter.channel.close(); natter.ended = true; \
+    stepDown(); return true;";
+
+/// Whether the session-ended banner shows.
+const ENDED: &str = "return !document.getElementById('ended').hidden;";
+
+/// What the page shows, for a failed wait.
+const ENDED_SHOW: &str = "return document.body.innerText;";
+
+/// Chromium flags that make `natter.test` a name for the loopback
+/// address, so a page at `http://natter.test:PORT/` is not a secure
+/// context (no navigator.locks), as on a LAN.
+const PLAIN_HTTP_HOST: [&str; 2] = [
+    "--host-resolver-rules=MAP natter.test 127.0.0.1",
+    "--no-proxy-server",
+];
+
+/// Seven tabs on plain http from a host name that is not loopback (not a
+/// secure context, so no navigator.locks, as on a LAN) elect their
+/// polling tab by heartbeats and keep sending and receiving; the server's
+/// cross-site guard accepts that origin. A polling tab that goes silent
+/// is replaced too, and a logout in one tab ends the session in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_tabs_on_plain_http_from_another_host_keep_working() {
+    scenario_with_flags(
+        "seven_tabs_on_plain_http_from_another_host_keep_working",
+        &[DESKTOP, DESKTOP],
+        &PLAIN_HTTP_HOST,
+        |pages, keep| async move {
+            let (server, _) = serve(&keep, &[]);
+            let base = format!("http://natter.test:{}", server.port);
+            let (ann, bob) = (&pages[0], &pages[1]);
+            ann_and_bob(&base, ann, bob).await?;
+            let context = ann.js(CONTEXT).await?;
+            ensure(context == json!([false, false, true]), || {
+                format!("(secure context, locks, elected): {context}")
             })?;
+            let (mut tabs, mut all) = seven_tabs(ann, bob, &base).await?;
 
-            // Close the polling tab: another one takes over.
-            let leader = tabs.remove(leaders[0]);
+            // The polling tab goes silent without a farewell, as a frozen
+            // or crashed tab would: another takes over after the silence.
+            let leaders = every_tab_shows(ann, &tabs, &all).await?;
+            ensure(leaders.len() == 1, || {
+                format!("before the silence, polling tabs: {leaders:?}")
+            })?;
+            let silent = tabs.remove(leaders[0]);
             ann.0
-                .switch_to_window(leader)
+                .switch_to_window(silent)
                 .await
                 .map_err(fail("switch"))?;
-            ann.0.close_window().await.map_err(fail("close tab"))?;
-            bob.say("still there?").await?;
-            let all = [both[0], both[1], "still there?"];
-            for tab in &tabs {
-                ann.0
-                    .switch_to_window(tab.clone())
-                    .await
-                    .map_err(fail("switch"))?;
-                ann.wait_chat(&all).await?;
+            ann.js(GO_SILENT).await?;
+            bob.say("after a silent leader").await?;
+            all.push("after a silent leader");
+            let leaders = every_tab_shows(ann, &tabs, &all).await?;
+            ensure(leaders.len() == 1, || {
+                format!("after the silence, polling tabs: {leaders:?}")
+            })?;
+
+            // Logging out in one tab ends the session in all the others.
+            let last = tabs.pop().expect("five tabs are left");
+            ann.0.switch_to_window(last).await.map_err(fail("switch"))?;
+            ann.find("#logout")
+                .await?
+                .click()
+                .await
+                .map_err(fail("logout"))?;
+            bob.wait_online(&["Bob"]).await?;
+            for tab in tabs {
+                ann.0.switch_to_window(tab).await.map_err(fail("switch"))?;
+                ann.wait_for("the session-ended banner", ENDED, ENDED_SHOW)
+                    .await?;
             }
             Ok(())
         },
@@ -522,6 +642,64 @@ async fn a_390_pixel_wide_window_is_usable() {
             ann.wait_for("the newest line in view", AT_BOTTOM, SCROLL)
                 .await?;
             Ok(())
+        },
+    )
+    .await;
+}
+
+/// Three tabs on plain http from another host share one elected poll
+/// through a server restart: every tab shows the drop and the reconnect,
+/// and gets every message sent around it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tabs_on_plain_http_all_follow_a_restart() {
+    scenario_with_flags(
+        "tabs_on_plain_http_all_follow_a_restart",
+        &[DESKTOP],
+        &PLAIN_HTTP_HOST,
+        |pages, keep| async move {
+            let dir = data_dir(&keep);
+            let port = harness::free_port().to_string();
+            let env = [("ROCKET_PORT", port.as_str())];
+            let server = keep.hold(process::start(&dir, &env));
+            let base = format!("http://natter.test:{port}");
+            let ann = &pages[0];
+            ann.login(&base, "Ann").await?;
+            let context = ann.js(CONTEXT).await?;
+            ensure(context == json!([false, false, true]), || {
+                format!("(secure context, locks, elected): {context}")
+            })?;
+            let tabs = open_tabs(ann, &base, 3).await?;
+            let cy = Session::login(&server, "Cy");
+            cy.say("before the stop");
+            let leaders =
+                every_tab_shows(ann, &tabs, &["before the stop"]).await?;
+            ensure(leaders.len() == 1, || {
+                format!("tabs holding the long poll: {leaders:?}")
+            })?;
+
+            server.take().terminate();
+            for tab in &tabs {
+                ann.0
+                    .switch_to_window(tab.clone())
+                    .await
+                    .map_err(fail("switch"))?;
+                ann.wait_state("offline").await?;
+            }
+            let server = keep.hold(process::start(&dir, &env));
+            cy.on(&server).say("after the start");
+            let all = ["before the stop", "after the start"];
+            for tab in &tabs {
+                ann.0
+                    .switch_to_window(tab.clone())
+                    .await
+                    .map_err(fail("switch"))?;
+                ann.wait_notice("Reconnected").await?;
+                ann.wait_connected().await?;
+                ann.wait_chat(&all).await?;
+            }
+            ann.say("from the last tab").await?;
+            let all = [all[0], all[1], "from the last tab"];
+            every_tab_shows(ann, &tabs, &all).await.map(drop)
         },
     )
     .await;

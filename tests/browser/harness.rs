@@ -107,14 +107,16 @@ impl Driver {
         Err("chromedriver did not get ready within 20 s".into())
     }
 
-    /// Starts a Chromium with a fresh profile and a window of this size.
+    /// Starts a Chromium with a fresh profile, a window of this size and
+    /// these extra command-line flags.
     pub async fn browser(
         &self,
         width: u32,
         height: u32,
+        flags: &[&str],
     ) -> Result<Browser, String> {
         let profile = TempDir::new().map_err(fail("no temp dir"))?;
-        let args = [
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -126,6 +128,7 @@ impl Driver {
             format!("--user-data-dir={}", profile.path().display()),
             format!("--window-size={width},{height}"),
         ];
+        args.extend(flags.iter().map(|f| f.to_string()));
         let mut options = json!({ "binary": CHROMIUM, "args": args });
         if width < 500 {
             // Chromium's windows are at least 500 px wide; narrower
@@ -238,6 +241,20 @@ where
     F: FnOnce(Vec<Page>, Keeper) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
+    scenario_with_flags(name, sizes, &[], body).await
+}
+
+/// Runs one scenario as [`scenario`] does, with these extra Chromium
+/// command-line flags for every browser.
+pub async fn scenario_with_flags<F, Fut>(
+    name: &str,
+    sizes: &[(u32, u32)],
+    flags: &[&str],
+    body: F,
+) where
+    F: FnOnce(Vec<Page>, Keeper) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
     let _slot = SLOTS
         .acquire()
         .await
@@ -245,7 +262,7 @@ where
     let driver = Driver::start().unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut browsers = Vec::new();
     for (width, height) in sizes {
-        match driver.browser(*width, *height).await {
+        match driver.browser(*width, *height, flags).await {
             Ok(browser) => browsers.push(browser),
             Err(e) => {
                 for browser in browsers {
