@@ -14,6 +14,7 @@ const natter = {
   online: new Set(),   // nicks in the room
   shown: new Set(),    // keys of chat lines on screen, against doubles
   backoffMs: 0,        // current retry delay after a failure
+  retryNow: null,      // ends the current backoff sleep early, if any
   leader: false,       // this tab holds the long poll
   channel: null,       // BroadcastChannel to the other tabs, if shared
   early: [],           // tab messages with events from before start()
@@ -280,6 +281,7 @@ async function handleError(reply) {
 // comes after this tab handed the poll over is dropped: the new leader
 // asks again from the same id.
 async function pollOnce(signal) {
+  if (natter.backoffMs > 0) await reconnected();
   if (natter.nextId === null || !natter.started) {
     const reply = await start();
     if (reply.status !== "ok") return handleError(reply);
@@ -289,7 +291,6 @@ async function pollOnce(signal) {
   const reply = await api(path, undefined, signal);
   if (signal.aborted) return false;
   if (reply.status !== "ok") return handleError(reply);
-  if (natter.backoffMs > 0) await reconnected();
   if (reply.response === "reconnect") return true;
   applyDelivery(reply.response, reply.gap);
   publish("events", { events: reply.response, gap: reply.gap });
@@ -319,15 +320,22 @@ async function connectionLost() {
     Math.max(500, natter.backoffMs * 2));
   setStatus("offline", "reconnecting…");
   const jitter = Math.random() * 250;
-  await new Promise((r) => setTimeout(r, natter.backoffMs + jitter));
+  await new Promise((r) => {
+    natter.retryNow = r;
+    setTimeout(r, natter.backoffMs + jitter);
+  });
+  natter.retryNow = null;
 }
 
-// After an outage: say so and reload the list, which may have changed.
+// After an outage: asks the server for the online list before parking a
+// wait, so the page shows it is back at once rather than when that wait
+// returns; throws while the server is still unreachable.
 async function reconnected() {
+  const online = await api("/chat/online/");
   natter.backoffMs = 0;
   notice("Reconnected.");
+  setStatus("online", "connected");
   publish("reconnected", {});
-  const online = await api("/chat/online/");
   if (online.status === "ok") {
     setOnline(online.response);
     publish("online", { nicks: online.response });
@@ -539,6 +547,9 @@ function init() {
     natter.unread = 0;
     document.title = "Natter";
   });
+  // The network is back (a laptop woke up): retry without waiting out
+  // the backoff, while the server still remembers why a session ended.
+  window.addEventListener("online", () => natter.retryNow?.());
   listen();
   boot();
 }

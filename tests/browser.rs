@@ -282,6 +282,36 @@ async fn both_pages_reconnect_after_a_restart_and_miss_nothing() {
     .await;
 }
 
+/// After a restart with nothing said, the page shows it is connected
+/// again within its backoff, not only when its first long poll returns
+/// (30 s later by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_page_shows_it_is_back_soon_after_a_restart() {
+    scenario(
+        "a_quiet_page_shows_it_is_back_soon_after_a_restart",
+        &[DESKTOP],
+        |pages, keep| async move {
+            let dir = data_dir(&keep);
+            let port = harness::free_port().to_string();
+            let env = [
+                ("ROCKET_PORT", port.as_str()),
+                ("ROCKET_COMET_TIMEOUT", "60"),
+            ];
+            let server = keep.hold(process::start(&dir, &env));
+            let ann = &pages[0];
+            ann.login(&server.url(""), "Ann").await?;
+            ann.wait_connected().await?;
+
+            server.take().terminate();
+            ann.wait_state("offline").await?;
+            let _server = keep.hold(process::start(&dir, &env));
+            ann.wait_connected().await?;
+            ann.wait_notice("Reconnected").await
+        },
+    )
+    .await;
+}
+
 /// Logging out takes the user off the other's list, back to the login
 /// page, and the old session is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
