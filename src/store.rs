@@ -463,12 +463,12 @@ pub fn backup_stopped(data: &Path, dest: &Path) -> Result<CopyReport> {
 }
 
 /// Opens a sled directory, telling a lock held by another process apart
-/// from other failures.
+/// from other failures. sled 0.34's `Mode` is not set: it is stored but
+/// never read, so `LowSpace` changed nothing (see `tests/churn.rs`).
 fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
     sled::Config::new()
         .path(path)
         .cache_capacity(cache_capacity)
-        .mode(sled::Mode::LowSpace)
         .open()
         .map_err(|e| match &e {
             sled::Error::Io(io)
