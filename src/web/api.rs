@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use super::form::LossyForm;
 use super::guards::{Caller, SameSite};
 use super::SESSION_COOKIE;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::mailbox::Delivery;
 use crate::room::{Room, WaitAnswer};
+use crate::store::SessionId;
 
 /// The JSON envelope every `/chat/` answer uses.
 #[derive(Debug)]
@@ -113,43 +114,43 @@ pub fn routes() -> Vec<Route> {
     routes![start, online, history, wait, send_msg, leave_get, leave_post]
 }
 
-/// The id to start waiting from.
-#[get("/chat/start")]
-fn start(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
+/// Answers a read-only call: `read` runs for the caller's session and
+/// what it gives becomes the `response`; bad_session without a session.
+fn answer<T: serde::Serialize>(
+    caller: Caller,
+    read: impl FnOnce(SessionId) -> Result<T>,
+) -> Envelope {
     let Caller(Some(session)) = caller else {
         return Envelope::bad_session();
     };
-    match room.current_id(session) {
-        Ok(id) => Envelope::ok(json!(id)),
+    match read(session) {
+        Ok(value) => Envelope::ok(json!(value)),
         Err(e) => e.into(),
     }
+}
+
+/// The id to start waiting from.
+#[get("/chat/start")]
+fn start(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
+    answer(caller, |session| room.current_id(session))
 }
 
 /// The nicks in the room.
 #[get("/chat/online")]
 fn online(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
-    let Caller(Some(session)) = caller else {
-        return Envelope::bad_session();
-    };
-    match room.users(session) {
-        Ok(nicks) => Envelope::ok(json!(nicks)),
-        Err(e) => e.into(),
-    }
+    answer(caller, |session| room.users(session))
 }
 
 /// The room's recent chat lines, oldest first, as chat_msg events.
 #[get("/chat/history")]
 fn history(room: &State<Arc<Room>>, caller: Caller) -> Envelope {
-    let Caller(Some(session)) = caller else {
-        return Envelope::bad_session();
-    };
-    match room.history(session) {
-        Ok(lines) => {
-            let events = lines.iter().map(|(id, e)| e.to_json(*id)).collect();
-            Envelope::ok(Value::Array(events))
-        }
-        Err(e) => e.into(),
-    }
+    answer(caller, |session| {
+        let lines = room.history(session)?;
+        Ok(lines
+            .iter()
+            .map(|(id, e)| e.to_json(*id))
+            .collect::<Vec<_>>())
+    })
 }
 
 /// The long poll: events with id >= msg_id, as soon as there are any.
