@@ -122,11 +122,6 @@ impl Rendered {
         Rendered { event, json }
     }
 
-    /// The event itself.
-    pub fn event(&self) -> &Event {
-        &self.event
-    }
-
     /// Appends the event's JSON under `id` to `out`: the same object
     /// [`Event::to_json`] gives, with `id` as its first member.
     pub fn write_json(&self, id: u64, out: &mut String) {

@@ -300,12 +300,6 @@ impl Store {
         self.wait_durable(ticket).await
     }
 
-    /// Flushes synchronously, for shutdown and tools.
-    pub fn flush_now(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
     /// The ban stored for `host`, expired or not.
     pub fn ban(&self, host: &str) -> Result<Option<BanRecord>> {
         let Some(bytes) = self.bans.get(host.as_bytes())? else {
