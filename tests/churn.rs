@@ -15,9 +15,9 @@
 //! between 9 and 30 MB from round to round (the server writes about 200
 //! MiB a round) with about 7 KiB live; with the wake-up every 20 ms that
 //! `store.rs` sets, 25 rounds over four runs stayed between 2.5 and 5 MB,
-//! on a quiet machine and with both cores busy with other work alike. The file grows
-//! and shrinks a segment at a time, so the bound allows two segments on
-//! top of half again the first round's size.
+//! on a quiet machine and with both cores busy with other work alike. The
+//! file grows and shrinks a segment at a time, so the bound allows two
+//! segments on top of half again the first round's size.
 //!
 //! A run takes about a minute and a half on two quiet cores.
 
@@ -43,8 +43,9 @@ const ENV: &[(&str, &str)] = &[
 ];
 
 /// After five rounds of 2000 sessions joining, chatting and leaving (or
-/// being swept), neither the data directory nor the server's memory is
-/// more than half again as large as after the first round.
+/// being swept), neither the data directory (give or take two of sled's
+/// segments) nor the server's memory is more than half again as large as
+/// after the first round.
 #[test]
 fn churn_of_two_thousand_sessions_a_round_stops_growing_disk_and_memory() {
     let (_keep, dir) = process::data_dir();
