@@ -29,6 +29,8 @@ const natter = {
   ended: false,        // the session is over; stop polling
   unread: 0,           // messages that arrived while the tab was hidden
   stickToBottom: true, // keep the newest line in view
+  batching: false,     // a batch of events is being applied
+  onlineStale: false,  // the online list changed during the batch
 };
 
 const MAX_BACKOFF_MS = 10000;
@@ -36,6 +38,11 @@ const GROUP_MS = 5 * 60 * 1000;
 const TICK_MS = 500;       // how often an elected leader says it is alive
 const SILENCE_MS = 3000;   // no leader heard this long: a follower takes over
 const FIRST_WAIT_MS = 1000; // how long a new tab waits for a leader
+// The log keeps this many entries (lines and day dividers) and drops the
+// oldest, so a busy room cannot make the page slower with every event.
+const MAX_LOG_ENTRIES = 500;
+// Chat lines remembered against doubles; far more than the history holds.
+const MAX_SHOWN = 5000;
 const el = (id) => document.getElementById(id);
 
 // Fetches a JSON envelope; throws on network errors and non-JSON answers.
@@ -116,6 +123,30 @@ function addLine(kind, ts, who, text) {
   body.textContent = text;
   li.appendChild(body);
   log.appendChild(li);
+  if (!natter.batching) settleLog();
+}
+
+// Applies many events with the costly page work done once at the end:
+// a scroll position read forces a layout, so doing it per event made a
+// burst of joins and leaves freeze the page.
+function inBatch(apply) {
+  natter.batching = true;
+  try {
+    apply();
+  } finally {
+    natter.batching = false;
+    if (natter.onlineStale) renderOnline();
+    settleLog();
+  }
+}
+
+// Drops the oldest log entries past the limit, then scrolls to the newest
+// line unless the reader scrolled up.
+function settleLog() {
+  const log = el("log");
+  while (log.childElementCount > MAX_LOG_ENTRIES) {
+    log.firstElementChild.remove();
+  }
   keepInView();
 }
 
@@ -135,6 +166,10 @@ function showChat(ts, nick, msg, mine) {
   const key = ts + "|" + nick + "|" + msg;
   if (natter.shown.has(key)) return false;
   natter.shown.add(key);
+  if (natter.shown.size > MAX_SHOWN) {
+    // A Set iterates in insertion order: this forgets the oldest line.
+    natter.shown.delete(natter.shown.values().next().value);
+  }
   addLine(mine ? "msg mine" : "msg", ts, nick, msg);
   return true;
 }
@@ -149,8 +184,14 @@ function keepInView() {
   }
 }
 
-// Redraws the list of people online.
+// Redraws the list of people online, or notes that it must be redrawn
+// once the current batch of events is applied.
 function renderOnline() {
+  if (natter.batching) {
+    natter.onlineStale = true;
+    return;
+  }
+  natter.onlineStale = false;
   const list = el("online");
   list.replaceChildren();
   const nicks = [...natter.online].sort((a, b) =>
@@ -215,11 +256,13 @@ function applyDelivery(events, gap) {
     notice("Older messages were dropped while you were away (" +
       (gap.to - gap.from + 1) + " events missed).");
   }
-  for (const ev of events) {
-    if (natter.nextId !== null && ev.id < natter.nextId) continue;
-    handleEvent(ev);
-    natter.nextId = ev.id + 1;
-  }
+  inBatch(() => {
+    for (const ev of events) {
+      if (natter.nextId !== null && ev.id < natter.nextId) continue;
+      handleEvent(ev);
+      natter.nextId = ev.id + 1;
+    }
+  });
 }
 
 // Ends the page's session: no more polling, a way to log in again.
@@ -240,9 +283,11 @@ function endSession(text) {
 async function loadHistory() {
   const reply = await api("/chat/history/");
   if (reply.status !== "ok") return reply;
-  for (const ev of reply.response) {
-    showChat(ev.ts, ev.d.nick, ev.d.msg, ev.d.nick === natter.me);
-  }
+  inBatch(() => {
+    for (const ev of reply.response) {
+      showChat(ev.ts, ev.d.nick, ev.d.msg, ev.d.nick === natter.me);
+    }
+  });
   return reply;
 }
 

@@ -734,3 +734,66 @@ async fn tabs_on_plain_http_all_follow_a_restart() {
     )
     .await;
 }
+
+/// The log keeps at most this many entries (`MAX_LOG_ENTRIES` in
+/// static/client.js).
+const LOG_ENTRIES: u64 = 500;
+
+/// A burst of 1500 people logging in and straight out again (one person
+/// with curl can do this) while a page is open: the page keeps up, holds
+/// only its newest log entries, stays connected and shows the next
+/// message. Before the log was capped and laid out once per answer, 900
+/// such pairs blocked the page for 40 s and the idle sweep ended its
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_and_leaves_leaves_the_page_responsive() {
+    scenario(
+        "a_burst_of_joins_and_leaves_leaves_the_page_responsive",
+        &[DESKTOP],
+        |pages, keep| async move {
+            let (server, _) = serve(&keep, &process::UNLIMITED);
+            let base = server.url("");
+            let ann = &pages[0];
+            ann.login(&base, "Ann").await?;
+            ann.wait_connected().await?;
+
+            let burst = base.clone();
+            tokio::task::spawn_blocking(move || join_and_leave(&burst, 1500))
+                .await
+                .map_err(fail("the burst"))?;
+            let bob = Session::login_at(&base, "Bob");
+            bob.say("after the burst");
+
+            ann.wait_chat(&["after the burst"]).await?;
+            ann.wait_online(&["Ann", "Bob"]).await?;
+            let entries = ann
+                .js("return document.getElementById('log').childElementCount;")
+                .await?;
+            ensure(entries.as_u64().is_some_and(|n| n <= LOG_ENTRIES), || {
+                format!("the log holds {entries} entries")
+            })?;
+            ann.wait_connected().await?;
+            ann.wait_for("the newest line in view", AT_BOTTOM, SCROLL)
+                .await?;
+            ann.say("still here").await?;
+            ann.wait_chat(&["after the burst", "still here"]).await
+        },
+    )
+    .await;
+}
+
+/// `pairs` sessions, over four threads, each logging in and leaving.
+fn join_and_leave(base: &str, pairs: usize) {
+    const THREADS: usize = 4;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            scope.spawn(move || {
+                for n in 0..pairs / THREADS {
+                    let session = Session::login_at(base, &format!("P{t}x{n}"));
+                    let left = session.post("/chat/leave/", &[]).unwrap();
+                    assert_eq!(left["status"], "ok", "{left}");
+                }
+            });
+        }
+    });
+}
