@@ -34,7 +34,7 @@
 //! commit). sled 0.34 deadlocks when many tasks call `flush_async` at once,
 //! so no other code flushes.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{
     Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -182,6 +182,8 @@ pub fn be_u64(bytes: &[u8]) -> Option<u64> {
 /// The open database and its trees.
 pub struct Store {
     db: sled::Db,
+    /// The data directory, so a backup is never written into it.
+    path: PathBuf,
     /// Mailbox heads and events; see the module doc for the key layout.
     pub mailboxes: sled::Tree,
     /// Client records by session id.
@@ -247,6 +249,7 @@ impl Store {
         let flusher = Flusher::start(db.clone());
         Ok(Store {
             db,
+            path: path.to_path_buf(),
             mailboxes,
             clients,
             bans,
@@ -362,14 +365,14 @@ impl Store {
     /// write completed before it began and none half done. It blocks for
     /// the whole copy: call it from a blocking thread.
     pub fn backup_to(&self, dest: &Path) -> Result<CopyReport> {
+        check_outside(&self.path, dest)?;
         check_empty_target(dest)?;
-        let target = open_db(dest, COPY_CACHE)?;
+        let target = begin_copy(dest)?;
         let report = {
             let _paused = self.pause_writes();
             copy_trees(&self.db, &target)?
         };
-        target.flush()?;
-        write_format_mark(dest)?;
+        finish_copy(dest, &target)?;
         Ok(report)
     }
 }
@@ -411,6 +414,35 @@ fn write_format_mark(path: &Path) -> Result<()> {
         .map_err(|e| unreadable(path, &format!("cannot write the mark: {e}")))
 }
 
+/// The file a backup or a restore writes into its target first and
+/// removes last. A directory that still holds it was cut short: a server
+/// refuses to start on it (it would otherwise look like a directory of a
+/// server that never got to write its mark), and a restore refuses it.
+pub const UNFINISHED_FILE: &str = "natter-unfinished";
+
+/// Opens the sled directory a backup or restore fills, marked unfinished.
+fn begin_copy(dest: &Path) -> Result<sled::Db> {
+    let unfinished = dest.join(UNFINISHED_FILE);
+    std::fs::create_dir_all(dest)
+        .and_then(|_| {
+            std::fs::write(&unfinished, "a copy is being written here\n")
+        })
+        .map_err(|e| {
+            Error::Copy(format!("cannot write into {}: {e}", dest.display()))
+        })?;
+    open_db(dest, COPY_CACHE)
+}
+
+/// Makes a filled copy durable, marks it with the format, and only then
+/// removes the unfinished file.
+fn finish_copy(dest: &Path, target: &sled::Db) -> Result<()> {
+    target.flush()?;
+    write_format_mark(dest)?;
+    std::fs::remove_file(dest.join(UNFINISHED_FILE)).map_err(|e| {
+        Error::Copy(format!("cannot finish {}: {e}", dest.display()))
+    })
+}
+
 /// Page cache of the sled directory a copy writes or reads.
 const COPY_CACHE: u64 = 16 * 1024 * 1024;
 
@@ -420,8 +452,11 @@ const COPY_CACHE: u64 = 16 * 1024 * 1024;
 /// Refuses a `src` that is not a sled directory or is in use, and a
 /// `dest` that holds anything.
 pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
-    // The mark is written last, so a backup cut short has none.
-    let complete = src.join("db").is_file() && read_format_mark(src)?;
+    // The mark is written last, so a backup cut short has none, or still
+    // has the unfinished file.
+    let complete = src.join("db").is_file()
+        && read_format_mark(src)?
+        && !src.join(UNFINISHED_FILE).exists();
     if !complete {
         return Err(Error::Copy(format!(
             "{} is not a Natter backup, or one that was cut short (no sled \
@@ -437,10 +472,9 @@ pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
         ))
     })?;
     let source = open_db(src, COPY_CACHE)?;
-    let target = open_db(dest, COPY_CACHE)?;
+    let target = begin_copy(dest)?;
     let report = copy_trees(&source, &target)?;
-    target.flush()?;
-    write_format_mark(dest)?;
+    finish_copy(dest, &target)?;
     Ok(report)
 }
 
@@ -496,9 +530,19 @@ fn unreadable(path: &Path, why: &str) -> Error {
     }
 }
 
-/// Refuses a directory that holds files but no sled database: sled would
-/// otherwise start an empty one beside them.
+/// Refuses a directory that a backup or restore did not finish, and one
+/// that holds files but no sled database: sled would otherwise start an
+/// empty one beside them.
 fn check_data_dir(path: &Path) -> Result<()> {
+    if path.join(UNFINISHED_FILE).exists() {
+        return Err(unreadable(
+            path,
+            &format!(
+                "it holds a backup or restore that was cut short \
+                 (`{UNFINISHED_FILE}` is still there); make it again"
+            ),
+        ));
+    }
     if !path.exists() || path.join("db").is_file() {
         return Ok(());
     }
@@ -511,6 +555,51 @@ fn check_data_dir(path: &Path) -> Result<()> {
         return Err(unreadable(path, "it holds files but no sled `db` file"));
     }
     Ok(())
+}
+
+/// Refuses a backup target inside the data directory, however it is
+/// spelled: through `..`, a symbolic link or a relative path.
+fn check_outside(data: &Path, dest: &Path) -> Result<()> {
+    let inside = match (resolved(data), resolved(dest)) {
+        (Some(data), Some(dest)) => dest.starts_with(data),
+        // A path that cannot be resolved cannot be written to either.
+        _ => false,
+    };
+    if inside {
+        return Err(Error::Copy(format!(
+            "{} is inside the data directory; back up to somewhere else",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` as the file system will see it: the longest part that exists
+/// with every link and `..` resolved, then the rest (which cannot hold a
+/// link, as it does not exist yet) with its `..` taken literally.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut existing = std::path::absolute(path).ok()?;
+    let mut missing = Vec::new();
+    let mut out = loop {
+        match existing.canonicalize() {
+            Ok(real) => break real,
+            Err(_) => {
+                let last = existing.components().next_back()?;
+                missing.push(PathBuf::from(last.as_os_str()));
+                existing = existing.parent()?.to_path_buf();
+            }
+        }
+    };
+    for part in missing.iter().rev() {
+        match part.components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::Normal(name)) => out.push(name),
+            _ => {}
+        }
+    }
+    Some(out)
 }
 
 /// A copy goes only into a directory that is missing or empty.

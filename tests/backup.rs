@@ -186,6 +186,22 @@ fn backup_and_restore_refuse_to_overwrite_anything() {
         "{}",
         refused.output
     );
+    // Also when the path reaches it through `..` or a symbolic link.
+    let parent = dir.parent().unwrap();
+    std::fs::create_dir(parent.join("elsewhere")).unwrap();
+    let dotted = parent.join("elsewhere/../data/dotted");
+    std::os::unix::fs::symlink(&dir, parent.join("link")).unwrap();
+    let linked = parent.join("link/linked");
+    for sneaky in [&dotted, &linked] {
+        let refused = natter(&dir, &["backup", sneaky.to_str().unwrap()]);
+        assert!(!refused.success, "{}", refused.output);
+        assert!(
+            refused.output.contains("inside the data"),
+            "{}",
+            refused.output
+        );
+    }
+    assert!(!dir.join("dotted").exists() && !dir.join("linked").exists());
 
     // A backup cut short (here: without its final mark) is refused.
     std::fs::remove_file(backup.join("natter-format")).unwrap();
@@ -194,6 +210,46 @@ fn backup_and_restore_refuse_to_overwrite_anything() {
     assert!(cut.output.contains("cut short"), "{}", cut.output);
     assert!(!empty.exists(), "the data directory was created");
     server.terminate();
+}
+
+/// A backup cut short keeps the file that marks it unfinished, so a
+/// restore refuses it, and so does a server started on it, which would
+/// otherwise mark it as complete. A finished backup has no such file.
+#[test]
+fn a_backup_cut_short_is_refused_by_restore_and_by_the_server() {
+    let (_keep, dir) = process::data_dir();
+    let server = process::start(&dir, &[]);
+    Session::login(&server, "Ann").say("keep me");
+    let backup = dir.parent().unwrap().join("backup");
+    let made = natter(&dir, &["backup", backup.to_str().unwrap()]);
+    assert!(made.success, "{}", made.output);
+    server.terminate();
+    let unfinished = backup.join(natter::store::UNFINISHED_FILE);
+    assert!(
+        !unfinished.exists(),
+        "a finished backup is marked unfinished"
+    );
+
+    // What a backup stopped halfway leaves: the file, and no format mark.
+    std::fs::write(&unfinished, "").unwrap();
+    std::fs::remove_file(backup.join("natter-format")).unwrap();
+    let empty = dir.parent().unwrap().join("restored");
+    let restored = natter(&empty, &["restore", backup.to_str().unwrap()]);
+    assert!(!restored.success);
+    assert!(restored.output.contains("cut short"), "{}", restored.output);
+
+    let started = process::run(&backup, &[], Duration::from_secs(20));
+    assert!(!started.success, "{}", started.output);
+    assert!(
+        started.output.contains("cut short")
+            && started.output.contains("refusing to start"),
+        "{}",
+        started.output
+    );
+    assert!(
+        !backup.join("natter-format").exists(),
+        "the server marked the cut-short backup as complete"
+    );
 }
 
 /// The backup endpoint refuses a request without the token from the
