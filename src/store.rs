@@ -224,11 +224,7 @@ impl Store {
         check_data_dir(path)?;
         let marked = read_format_mark(path)?;
         let db = open_db(path, cache_capacity)?;
-        let has_trees = db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == MAILBOXES.as_bytes());
-        if !has_trees && (marked || db.was_recovered()) {
+        if !has_natter_trees(&db) && (marked || db.was_recovered()) {
             return Err(unreadable(
                 path,
                 "sled opened it without Natter's `mailboxes` tree, so its \
@@ -471,7 +467,20 @@ pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
             dest.display()
         ))
     })?;
-    let source = open_db(src, COPY_CACHE)?;
+    let source = open_db(src, COPY_CACHE).map_err(|e| match e {
+        Error::Unreadable { why, .. } => Error::Copy(format!(
+            "the backup at {} cannot be read: {why}",
+            src.display()
+        )),
+        other => other,
+    })?;
+    if !has_natter_trees(&source) {
+        return Err(Error::Copy(format!(
+            "the backup at {} cannot be read: sled opened it without \
+             Natter's `{MAILBOXES}` tree, so its files are damaged",
+            src.display()
+        )));
+    }
     let target = begin_copy(dest)?;
     let report = copy_trees(&source, &target)?;
     finish_copy(dest, &target)?;
@@ -502,6 +511,13 @@ pub fn backup_stopped(data: &Path, dest: &Path) -> Result<CopyReport> {
 /// idle server pays 50 fsyncs a second of a file with nothing to write,
 /// and the load benchmark showed no change in latency or throughput.
 const SLED_WAKE_EVERY_MS: u64 = 20;
+
+/// Whether the database holds Natter's trees (a new one does not yet).
+fn has_natter_trees(db: &sled::Db) -> bool {
+    db.tree_names()
+        .iter()
+        .any(|name| name.as_ref() == MAILBOXES.as_bytes())
+}
 
 /// Opens a sled directory, telling a lock held by another process apart
 /// from other failures. sled 0.34's `Mode` is not set: it is stored but

@@ -301,3 +301,32 @@ async fn the_backup_endpoint_refuses_a_peer_that_is_not_loopback() {
     let body = local.into_string().await.unwrap();
     assert!(body.contains("wrong control token"), "{body}");
 }
+
+/// A backup whose sled file was damaged (here: zeroed) is refused by
+/// restore with a message about the backup, and the data directory is
+/// not created.
+#[test]
+fn a_damaged_backup_is_refused_by_restore() {
+    let (_keep, dir) = process::data_dir();
+    let server = process::start(&dir, &[]);
+    Session::login(&server, "Ann").say("keep me");
+    let backup = dir.parent().unwrap().join("backup");
+    let made = natter(&dir, &["backup", backup.to_str().unwrap()]);
+    assert!(made.success, "{}", made.output);
+    server.terminate();
+
+    let db = backup.join("db");
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    std::fs::write(&db, vec![0u8; len]).unwrap();
+    let empty = dir.parent().unwrap().join("restored");
+    let restored = natter(&empty, &["restore", backup.to_str().unwrap()]);
+    assert!(!restored.success, "{}", restored.output);
+    assert!(
+        restored.output.contains("the backup at")
+            && restored.output.contains("cannot be read")
+            && !restored.output.contains("refusing to start"),
+        "{}",
+        restored.output
+    );
+    assert!(!empty.exists(), "the data directory was created");
+}
