@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -217,13 +217,7 @@ fn backup_and_restore_refuse_to_overwrite_anything() {
 /// otherwise mark it as complete. A finished backup has no such file.
 #[test]
 fn a_backup_cut_short_is_refused_by_restore_and_by_the_server() {
-    let (_keep, dir) = process::data_dir();
-    let server = process::start(&dir, &[]);
-    Session::login(&server, "Ann").say("keep me");
-    let backup = dir.parent().unwrap().join("backup");
-    let made = natter(&dir, &["backup", backup.to_str().unwrap()]);
-    assert!(made.success, "{}", made.output);
-    server.terminate();
+    let (_keep, dir, backup) = one_message_backed_up();
     let unfinished = backup.join(natter::store::UNFINISHED_FILE);
     assert!(
         !unfinished.exists(),
@@ -307,13 +301,7 @@ async fn the_backup_endpoint_refuses_a_peer_that_is_not_loopback() {
 /// not created.
 #[test]
 fn a_damaged_backup_is_refused_by_restore() {
-    let (_keep, dir) = process::data_dir();
-    let server = process::start(&dir, &[]);
-    Session::login(&server, "Ann").say("keep me");
-    let backup = dir.parent().unwrap().join("backup");
-    let made = natter(&dir, &["backup", backup.to_str().unwrap()]);
-    assert!(made.success, "{}", made.output);
-    server.terminate();
+    let (_keep, dir, backup) = one_message_backed_up();
 
     let db = backup.join("db");
     let len = std::fs::metadata(&db).unwrap().len() as usize;
@@ -329,4 +317,17 @@ fn a_damaged_backup_is_refused_by_restore() {
         restored.output
     );
     assert!(!empty.exists(), "the data directory was created");
+}
+
+/// A stopped server's data directory with one message in it, and a
+/// backup of it taken while it ran, beside it.
+fn one_message_backed_up() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (keep, dir) = process::data_dir();
+    let server = process::start(&dir, &[]);
+    Session::login(&server, "Ann").say("keep me");
+    let backup = dir.parent().unwrap().join("backup");
+    let made = natter(&dir, &["backup", backup.to_str().unwrap()]);
+    assert!(made.success, "{}", made.output);
+    server.terminate();
+    (keep, dir, backup)
 }
