@@ -41,6 +41,7 @@ use std::sync::{
 use std::thread::JoinHandle;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -223,6 +224,17 @@ impl Store {
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store> {
         check_data_dir(path)?;
         let marked = read_format_mark(path)?;
+        let backup = backup_intact(path)?;
+        if backup == Some(false) {
+            return Err(unreadable(
+                path,
+                &format!(
+                    "it is a backup whose files changed since it was made \
+                     (their SHA-256 is not the one in `{DIGEST_FILE}`), so \
+                     they are damaged"
+                ),
+            ));
+        }
         let db = open_db(path, cache_capacity)?;
         if !has_natter_trees(&db) && (marked || db.was_recovered()) {
             return Err(unreadable(
@@ -240,6 +252,11 @@ impl Store {
             // From now on the directory counts as holding data.
             db.flush()?;
             write_format_mark(path)?;
+        }
+        if backup.is_some() {
+            // From now on sled writes here: it is a data directory.
+            std::fs::remove_file(path.join(DIGEST_FILE))
+                .map_err(|e| unreadable(path, &e.to_string()))?;
         }
         let id_floor = Mutex::new(first_free_session(&mailboxes, &clients)?);
         let flusher = Flusher::start(db.clone());
@@ -368,7 +385,7 @@ impl Store {
             let _paused = self.pause_writes();
             copy_trees(&self.db, &target)?
         };
-        finish_copy(dest, &target)?;
+        finish_copy(dest, target)?;
         Ok(report)
     }
 }
@@ -416,6 +433,55 @@ fn write_format_mark(path: &Path) -> Result<()> {
 /// server that never got to write its mark), and a restore refuses it.
 pub const UNFINISHED_FILE: &str = "natter-unfinished";
 
+/// The file in a backup that holds the SHA-256 of its sled files as they
+/// were written. sled reads a damaged file as far as it can and keeps
+/// what it read, so a backup is checked against this before it is opened
+/// (see [`restore`] and [`Store::open`]).
+pub const DIGEST_FILE: &str = "natter-backup-sha256";
+
+/// SHA-256 over sled's files in `dir` (every file except Natter's own
+/// `natter-*` ones, in name order, each as its name and its bytes), hex.
+pub fn files_digest(dir: &Path) -> Result<String> {
+    fn add(
+        hasher: &mut Sha256,
+        root: &Path,
+        dir: &Path,
+    ) -> std::io::Result<()> {
+        let mut entries = std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort();
+        for path in entries {
+            let name = path.strip_prefix(root).unwrap_or(&path);
+            if name.to_string_lossy().starts_with("natter-") {
+                continue;
+            }
+            if path.is_dir() {
+                add(hasher, root, &path)?;
+            } else {
+                hasher.update(name.to_string_lossy().as_bytes());
+                hasher.update([0]);
+                std::io::copy(&mut std::fs::File::open(&path)?, hasher)?;
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    add(&mut hasher, dir, dir).map_err(|e| {
+        Error::Copy(format!("cannot read {}: {e}", dir.display()))
+    })?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Whether `dir` is a backup whose sled files are still as they were
+/// written; `None` when it carries no digest (not a backup).
+fn backup_intact(dir: &Path) -> Result<Option<bool>> {
+    let Ok(recorded) = std::fs::read_to_string(dir.join(DIGEST_FILE)) else {
+        return Ok(None);
+    };
+    Ok(Some(recorded.trim() == files_digest(dir)?))
+}
+
 /// Opens the sled directory a backup or restore fills, marked unfinished.
 fn begin_copy(dest: &Path) -> Result<sled::Db> {
     let unfinished = dest.join(UNFINISHED_FILE);
@@ -429,10 +495,16 @@ fn begin_copy(dest: &Path) -> Result<sled::Db> {
     open_db(dest, COPY_CACHE)
 }
 
-/// Makes a filled copy durable, marks it with the format, and only then
-/// removes the unfinished file.
-fn finish_copy(dest: &Path, target: &sled::Db) -> Result<()> {
+/// Makes a filled copy durable and closes it, records the digest of its
+/// files, marks it with the format, and only then removes the unfinished
+/// file.
+fn finish_copy(dest: &Path, target: sled::Db) -> Result<()> {
     target.flush()?;
+    drop(target);
+    let digest = files_digest(dest)?;
+    std::fs::write(dest.join(DIGEST_FILE), format!("{digest}\n")).map_err(
+        |e| Error::Copy(format!("cannot finish {}: {e}", dest.display())),
+    )?;
     write_format_mark(dest)?;
     std::fs::remove_file(dest.join(UNFINISHED_FILE)).map_err(|e| {
         Error::Copy(format!("cannot finish {}: {e}", dest.display()))
@@ -467,7 +539,67 @@ pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
             dest.display()
         ))
     })?;
-    let source = open_db(src, COPY_CACHE).map_err(|e| match e {
+    if backup_intact(src)? == Some(false) {
+        return Err(Error::Copy(format!(
+            "the backup at {} is damaged: its files changed since it was \
+             made (their SHA-256 is not the one in `{DIGEST_FILE}`)",
+            src.display()
+        )));
+    }
+
+    // sled writes to a directory it opens, so it opens a copy: the backup
+    // stays as it was. The copy would not be locked, so first make sure
+    // no server holds the source (sled locks its `db` file with flock).
+    let db = std::fs::File::open(src.join("db")).map_err(|e| {
+        Error::Copy(format!("cannot read the backup {}: {e}", src.display()))
+    })?;
+    if db.try_lock().is_err() {
+        return Err(Error::Locked(src.display().to_string()));
+    }
+    let scratch = scratch_copy(src, dest)?;
+    drop(db);
+    let copied = copy_from(scratch.path(), src, dest);
+    drop(scratch);
+    copied
+}
+
+/// A copy of the backup at `src` in a temporary directory beside `dest`,
+/// removed when dropped.
+fn scratch_copy(src: &Path, dest: &Path) -> Result<tempfile::TempDir> {
+    let beside = std::path::absolute(dest)
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+        .unwrap_or_else(std::env::temp_dir);
+    let failed = |e: std::io::Error| {
+        Error::Copy(format!("cannot copy the backup {}: {e}", src.display()))
+    };
+    std::fs::create_dir_all(&beside).map_err(failed)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".natter-restore-")
+        .tempdir_in(&beside)
+        .map_err(failed)?;
+    copy_dir(src, scratch.path()).map_err(failed)?;
+    Ok(scratch)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `dest` from the sled directory at `source`, a copy of the backup
+/// at `src` (named in errors).
+fn copy_from(source: &Path, src: &Path, dest: &Path) -> Result<CopyReport> {
+    let source = open_db(source, COPY_CACHE).map_err(|e| match e {
         Error::Unreadable { why, .. } => Error::Copy(format!(
             "the backup at {} cannot be read: {why}",
             src.display()
@@ -483,7 +615,7 @@ pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
     }
     let target = begin_copy(dest)?;
     let report = copy_trees(&source, &target)?;
-    finish_copy(dest, &target)?;
+    finish_copy(dest, target)?;
     Ok(report)
 }
 
@@ -496,6 +628,7 @@ pub fn backup_stopped(data: &Path, dest: &Path) -> Result<CopyReport> {
             data.display()
         )));
     }
+    check_outside(data, dest)?;
     Store::open(data, COPY_CACHE)?.backup_to(dest)
 }
 

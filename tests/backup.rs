@@ -311,12 +311,72 @@ fn a_damaged_backup_is_refused_by_restore() {
     assert!(!restored.success, "{}", restored.output);
     assert!(
         restored.output.contains("the backup at")
-            && restored.output.contains("cannot be read")
+            && restored.output.contains("damaged")
             && !restored.output.contains("refusing to start"),
         "{}",
         restored.output
     );
     assert!(!empty.exists(), "the data directory was created");
+}
+
+/// A backup whose sled file was cut short or had bytes overwritten is
+/// refused by restore and by a server started on it (sled alone reads
+/// such a file as far as it can and keeps what it read), and a restore
+/// leaves the backup it reads byte for byte as it was.
+#[test]
+fn a_truncated_backup_is_refused_and_restore_never_writes_to_its_source() {
+    let (_keep, dir, backup) = one_message_backed_up();
+    let before = natter::store::files_digest(&backup).unwrap();
+    let fresh = dir.parent().unwrap().join("fresh");
+    let restored = natter(&fresh, &["restore", backup.to_str().unwrap()]);
+    assert!(restored.success, "{}", restored.output);
+    assert_eq!(natter::store::files_digest(&backup).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".natter-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch copies left: {leftovers:?}");
+
+    let db = backup.join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let empty = dir.parent().unwrap().join("restored");
+    let refused = natter(&empty, &["restore", backup.to_str().unwrap()]);
+    assert!(!refused.success, "{}", refused.output);
+    assert!(refused.output.contains("is damaged"), "{}", refused.output);
+    assert!(!empty.exists(), "the data directory was created");
+
+    let started = process::run(&backup, &[], Duration::from_secs(20));
+    assert!(!started.success, "{}", started.output);
+    assert!(
+        started.output.contains("damaged")
+            && started.output.contains("refusing to start"),
+        "{}",
+        started.output
+    );
+}
+
+/// A server started straight on an intact backup opens it with its
+/// message, and from then on it is a data directory like any other.
+#[test]
+fn a_server_started_on_an_intact_backup_opens_it() {
+    let (_keep, _dir, backup) = one_message_backed_up();
+    let server = process::start(&backup, &[]);
+    let ann = Session::login(&server, "Bob");
+    let history = ann.get("/chat/history/").unwrap();
+    assert!(history.to_string().contains("keep me"), "{history}");
+    server.terminate();
+    assert!(!backup.join(natter::store::DIGEST_FILE).exists());
+    let again = process::start(&backup, &[]);
+    let online = ann.on(&again).get("/chat/online/").unwrap();
+    assert_eq!(online["status"], "ok", "{online}");
+    again.terminate();
 }
 
 /// A stopped server's data directory with one message in it, and a
