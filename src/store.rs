@@ -522,8 +522,15 @@ const COPY_CACHE: u64 = 16 * 1024 * 1024;
 pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
     // The mark is written last, so a backup cut short has none, or still
     // has the unfinished file.
+    let marked = read_format_mark(src).map_err(|e| match e {
+        Error::Unreadable { why, .. } => Error::Copy(format!(
+            "the backup at {} cannot be restored: {why}",
+            src.display()
+        )),
+        other => other,
+    })?;
     let complete = src.join("db").is_file()
-        && read_format_mark(src)?
+        && marked
         && !src.join(UNFINISHED_FILE).exists();
     if !complete {
         return Err(Error::Copy(format!(
@@ -656,20 +663,31 @@ fn has_natter_trees(db: &sled::Db) -> bool {
 /// from other failures. sled 0.34's `Mode` is not set: it is stored but
 /// never read, so `LowSpace` changed nothing.
 fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_capacity)
-        .flush_every_ms(Some(SLED_WAKE_EVERY_MS))
-        .open()
-        .map_err(|e| match &e {
-            sled::Error::Io(io)
-                if io.to_string().contains("could not acquire lock") =>
-            {
-                Error::Locked(path.display().to_string())
-            }
-            sled::Error::Io(_) => Error::Storage(e),
-            _ => unreadable(path, &e.to_string()),
-        })
+        .flush_every_ms(Some(SLED_WAKE_EVERY_MS));
+    // sled 0.34 panics on some damaged files instead of failing. The
+    // config is not used again after a panic, so nothing half-changed is
+    // seen.
+    let open = std::panic::AssertUnwindSafe(|| config.open());
+    let opened = std::panic::catch_unwind(open);
+    let Ok(opened) = opened else {
+        return Err(unreadable(
+            path,
+            "sled failed while reading its files (see the panic message \
+             above), so they are damaged",
+        ));
+    };
+    opened.map_err(|e| match &e {
+        sled::Error::Io(io)
+            if io.to_string().contains("could not acquire lock") =>
+        {
+            Error::Locked(path.display().to_string())
+        }
+        sled::Error::Io(_) => Error::Storage(e),
+        _ => unreadable(path, &e.to_string()),
+    })
 }
 
 fn unreadable(path: &Path, why: &str) -> Error {
