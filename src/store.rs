@@ -27,7 +27,10 @@
 //! (see [`Store::writing`]) and copies every tree, whatever its name, into
 //! a new sled directory; [`restore`] copies such a directory into an empty
 //! data directory. Both go tree by tree through `tree_names`, so trees
-//! that later releases add are carried along without a change here.
+//! that later releases add are carried along without a change here. A
+//! copy is marked `natter-unfinished` until it is done, and a backup
+//! carries the SHA-256 of its sled files, so a cut-short or damaged one
+//! is refused rather than opened.
 //!
 //! Durability is owned here too: [`Store::commit`] waits until one shared
 //! flusher thread has made everything written so far durable (group
