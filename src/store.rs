@@ -525,13 +525,7 @@ const COPY_CACHE: u64 = 16 * 1024 * 1024;
 pub fn restore(src: &Path, dest: &Path) -> Result<CopyReport> {
     // The mark is written last, so a backup cut short has none, or still
     // has the unfinished file.
-    let marked = read_format_mark(src).map_err(|e| match e {
-        Error::Unreadable { why, .. } => Error::Copy(format!(
-            "the backup at {} cannot be restored: {why}",
-            src.display()
-        )),
-        other => other,
-    })?;
+    let marked = read_format_mark(src).map_err(about_backup(src))?;
     let complete = src.join("db").is_file()
         && marked
         && !src.join(UNFINISHED_FILE).exists();
@@ -606,16 +600,22 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fills `dest` from the sled directory at `source`, a copy of the backup
-/// at `src` (named in errors).
-fn copy_from(source: &Path, src: &Path, dest: &Path) -> Result<CopyReport> {
-    let source = open_db(source, COPY_CACHE).map_err(|e| match e {
+/// Words an unreadable source as the backup it is, not as a data directory
+/// the server refuses to start on.
+fn about_backup(src: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
         Error::Unreadable { why, .. } => Error::Copy(format!(
             "the backup at {} cannot be read: {why}",
             src.display()
         )),
         other => other,
-    })?;
+    }
+}
+
+/// Fills `dest` from the sled directory at `source`, a copy of the backup
+/// at `src` (named in errors).
+fn copy_from(source: &Path, src: &Path, dest: &Path) -> Result<CopyReport> {
+    let source = open_db(source, COPY_CACHE).map_err(about_backup(src))?;
     if !has_natter_trees(&source) {
         return Err(Error::Copy(format!(
             "the backup at {} cannot be read: sled opened it without \

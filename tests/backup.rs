@@ -232,14 +232,7 @@ fn a_backup_cut_short_is_refused_by_restore_and_by_the_server() {
     assert!(!restored.success);
     assert!(restored.output.contains("cut short"), "{}", restored.output);
 
-    let started = process::run(&backup, &[], Duration::from_secs(20));
-    assert!(!started.success, "{}", started.output);
-    assert!(
-        started.output.contains("cut short")
-            && started.output.contains("refusing to start"),
-        "{}",
-        started.output
-    );
+    server_refuses(&backup, "cut short");
     assert!(
         !backup.join("natter-format").exists(),
         "the server marked the cut-short backup as complete"
@@ -352,14 +345,7 @@ fn a_truncated_backup_is_refused_and_restore_never_writes_to_its_source() {
     assert!(refused.output.contains("is damaged"), "{}", refused.output);
     assert!(!empty.exists(), "the data directory was created");
 
-    let started = process::run(&backup, &[], Duration::from_secs(20));
-    assert!(!started.success, "{}", started.output);
-    assert!(
-        started.output.contains("damaged")
-            && started.output.contains("refusing to start"),
-        "{}",
-        started.output
-    );
+    server_refuses(&backup, "damaged");
 }
 
 /// A server started straight on an intact backup opens it with its
@@ -390,4 +376,16 @@ fn one_message_backed_up() -> (tempfile::TempDir, PathBuf, PathBuf) {
     assert!(made.success, "{}", made.output);
     server.terminate();
     (keep, dir, backup)
+}
+
+/// A server started on `dir` refuses to start, saying `why`.
+fn server_refuses(dir: &Path, why: &str) {
+    let started = process::run(dir, &[], Duration::from_secs(20));
+    assert!(!started.success, "{}", started.output);
+    assert!(
+        started.output.contains(why)
+            && started.output.contains("refusing to start"),
+        "{}",
+        started.output
+    );
 }
